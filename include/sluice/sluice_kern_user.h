@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Structures shared by the BPF programs (bpf/sluice.bpf.c) and userspace
+ * (user/bpf_loader.c). Fixed-width fields, explicit padding, no pointers.
+ *
+ * Files that must change together with this one:
+ *   bpf/sluice.bpf.c, bpf/lib/*.h, user/bpf_loader.c, user/bpf_loader.h
+ */
+#ifndef SLUICE_KERN_USER_H
+#define SLUICE_KERN_USER_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define SLUICE_AF_INET  2
+#define SLUICE_AF_INET6 10
+
+/* Single-entry config array, key 0. Written by sluiced before any attach. */
+struct sluice_cfg {
+	__be32 listen_addr4;    /* listener IPv4 address (127.0.0.1) */
+	__be16 listen_port;     /* listener TCP port, network order */
+	__u16 pad0;
+	__u8 listen_addr6[16];  /* listener IPv6 address (::1) */
+	__u32 flags;            /* reserved, 0 */
+	__u32 pad1;
+};
+
+/*
+ * Original destination of a redirected connect(). Kept in socket local
+ * storage (for getpeername) and published in the conn map (for sluiced).
+ * addr holds a v4 address in its first 4 bytes when family == AF_INET;
+ * IPv4-mapped IPv6 destinations are stored as AF_INET with
+ * SLUICE_ORIG_F_V4MAPPED set so getpeername6 can hand back the mapped form.
+ */
+#define SLUICE_ORIG_F_V4MAPPED 0x1
+struct sluice_orig {
+	__u8 addr[16];
+	__be16 port;
+	__u16 family;
+	__u32 flags;
+	__u64 cgroup_id;        /* cgroup of the socket (fixed at socket()) */
+};
+
+/*
+ * Key of the conn map: the client end of the redirected connection as the
+ * listener sees it (accept() peer address), plus the netns cookie of the
+ * socket (SO_NETNS_COOKIE on the accepted socket gives the same value), so
+ * equal loopback addresses in different sandbox netns never collide.
+ * v4-mapped client addresses are normalised to AF_INET.
+ */
+struct sluice_conn_key {
+	__u64 netns_cookie;
+	__u8 addr[16];
+	__be16 port;
+	__u16 family;
+	__u32 pad;
+};
+
+#define SLUICE_CONN_MAP_MAX 65536
+
+#ifndef __VMLINUX_H__
+_Static_assert(sizeof(struct sluice_cfg) == 32, "sluice_cfg layout");
+_Static_assert(sizeof(struct sluice_orig) == 32, "sluice_orig layout");
+_Static_assert(sizeof(struct sluice_conn_key) == 32, "sluice_conn_key layout");
+#endif
+
+#endif
