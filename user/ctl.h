@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ctl: the minimal control channel between sluicectl and sluiced, over a
+ * Unix stream socket (run_dir/sluiced.sock, 0600, peers checked with
+ * SO_PEERCRED: uid 0 only). One request line, one reply line:
+ *
+ *   PING                               -> OK pong
+ *   CA                                 -> OK <path of the CA certificate>
+ *   STATUS                             -> OK <one-line JSON>
+ *   ATTACH\t<id>\t<cgroup>\t<netns|->  -> OK | ERR <message>
+ *   DETACH\t<id>                       -> OK | ERR <message>
+ *
+ * Lines are at most CTL_LINE_MAX bytes; fields may not contain tab or
+ * newline. The full management API (HTTP + JSON) replaces this later.
+ */
+#ifndef SLUICE_CTL_H
+#define SLUICE_CTL_H
+
+#include <stddef.h>
+
+#define CTL_LINE_MAX 8192
+
+struct ctl_ops {
+	/* netns NULL means the sandbox shares the host netns. */
+	int (*attach)(void *opaque, const char *id, const char *cgroup, const char *netns,
+		      char *err, size_t errlen);
+	int (*detach)(void *opaque, const char *id, char *err, size_t errlen);
+	/* Write one line of JSON (no newline) into out. */
+	int (*status)(void *opaque, char *out, size_t outlen);
+	const char *(*ca_path)(void *opaque);
+};
+
+struct ctl_server;
+
+/* Bind the socket (replacing a stale one), start a thread serving requests
+ * one at a time. 0 or -errno. */
+int ctl_server_start(const char *sock_path, const struct ctl_ops *ops, void *opaque,
+		     struct ctl_server **ret_srv);
+void ctl_server_stop(struct ctl_server *srv);
+
+/* Client: send one request line (without newline), read the reply line.
+ * Returns 0 when the reply starts with "OK" (rest copied to reply), a
+ * positive 1 when it starts with "ERR" (message copied to reply), -ECONNREFUSED
+ * / -ENOENT when sluiced is not running, other -errno on failure. */
+int ctl_request(const char *sock_path, const char *line, char *reply, size_t replylen);
+
+#endif
