@@ -4,7 +4,7 @@
  * (user/bpf_loader.c). Fixed-width fields, explicit padding, no pointers.
  *
  * Files that must change together with this one:
- *   bpf/sluice.bpf.c, bpf/lib/*.h, user/bpf_loader.c, user/bpf_loader.h
+ *   bpf/sluice.bpf.c, bpf/lib/ headers, user/bpf_loader.c, user/bpf_loader.h
  */
 #ifndef SLUICE_KERN_USER_H
 #define SLUICE_KERN_USER_H
@@ -34,6 +34,13 @@ struct sluice_cfg {
  * SLUICE_ORIG_F_V4MAPPED set so getpeername6 can hand back the mapped form.
  */
 #define SLUICE_ORIG_F_V4MAPPED 0x1
+/*
+ * Kernel-internal: set by connect4/6, cleared by sockops once the connect()
+ * has passed every cgroup hook. Lets a second sluice program in the same
+ * connect() (nested sandbox cgroups) keep the first one's record. Never set
+ * in entries sluiced reads from the conn map.
+ */
+#define SLUICE_ORIG_F_PENDING 0x80000000u
 struct sluice_orig {
 	__u8 addr[16];
 	__be16 port;
