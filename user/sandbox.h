@@ -8,6 +8,7 @@
 #ifndef SLUICE_SANDBOX_H
 #define SLUICE_SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -15,28 +16,35 @@
 #define SB_ID_MAX 64
 
 /* true when id matches [A-Za-z0-9_.-]{1,64} and is not "." or "..". */
-int sb_id_valid(const char *id);
+bool sb_id_valid(const char *id);
 
 /* Mount point of cgroup v2, found in /proc/mounts (/sys/fs/cgroup or
  * /sys/fs/cgroup/unified on hybrid hosts). 0 or -ENOENT. */
 int sb_cgroup2_root(char *buf, size_t len);
 
 /* true when path is a directory on a cgroup2 filesystem. */
-int sb_is_cgroup2_dir(const char *path);
+bool sb_is_cgroup2_dir(const char *path);
 
-/* mkdir -p of a cgroup directory (0755). Existing: 0. */
+/* mkdir -p of a cgroup directory (0755). Existing: 0. -ENOTDIR when the
+ * result is not on cgroup2. */
 int sb_cgroup_create(const char *path);
 
-/* Move pid (0: self) into the cgroup at path. */
+/* Move the process pid (0: the calling process, all its threads) into the
+ * cgroup at path. */
 int sb_cgroup_enter(const char *path, int pid);
 
-/* Kill what is left in the cgroup (cgroup.kill, else SIGKILL each pid in
- * cgroup.procs), wait briefly, rmdir. Missing: 0. */
+/* Kill what is left in the cgroup and below it (cgroup.kill, else SIGKILL
+ * each pid in cgroup.procs, repeated), wait up to 2 s for it to empty, then
+ * rmdir its child directories depth-first and itself. Missing: 0. Still
+ * populated after the wait: -EBUSY. Not on cgroup2: -ENOTDIR. */
 int sb_cgroup_remove(const char *path);
 
 /* Create a network namespace holding only loopback (brought up), pinned by
- * a bind mount at pin_path (parent dirs created). The caller's own netns is
- * unchanged. 0 or -errno. */
+ * a bind mount at pin_path (parent dirs created 0755). Like `ip netns add`,
+ * the pin's parent directory is made a shared mount point (bind-mounted onto
+ * itself if it is not one yet) so the unmount in sb_netns_remove reaches
+ * mount namespaces cloned meanwhile. The caller's own netns is unchanged.
+ * An existing pin_path: -EEXIST. 0 or -errno. */
 int sb_netns_create(const char *pin_path);
 
 /* Unmount and remove a netns pin. Missing: 0. */
@@ -49,7 +57,10 @@ int sb_netns_remove(const char *pin_path);
 int sb_listen_in_netns(const char *netns_path, const struct sockaddr *addr,
 		       socklen_t addrlen, int backlog);
 
-/* Records of attached sandboxes under run_dir/sandboxes/<id>. */
+/* Records of attached sandboxes under run_dir/sandboxes/<id> (dir 0700):
+ * key=value lines (id, cgroup, netns), written to a temp file and renamed
+ * into place, 0600. save: -EINVAL for an invalid id, an empty cgroup or a
+ * newline in a path. remove: missing is 0. foreach skips malformed files. */
 struct sb_record {
 	char id[SB_ID_MAX + 1];
 	char cgroup[4096];
