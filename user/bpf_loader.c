@@ -1,0 +1,475 @@
+// SPDX-License-Identifier: MIT
+/*
+ * bpf_loader: owns the skeleton of bpf/sluice.bpf.c. See bpf_loader.h for the
+ * pin layout and the contracts.
+ *
+ * Link semantics relied on (kernel cgroup-bpf): a bpf_link on a cgroup is
+ * always attached in BPF_F_ALLOW_MULTI mode, so two sandboxes (two cgroups)
+ * and nested cgroups each get their own links and never replace each other;
+ * a socket runs the programs of its cgroup first, then those of each
+ * ancestor. A pinned link stays attached after its fd is closed and after
+ * sluiced exits; removing the pin file drops the last reference and detaches
+ * it. When the cgroup is removed, the link is auto-detached (defunct).
+ */
+#include "bpf_loader.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "sluice.skel.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+#define BPFL_BPFFS "/sys/fs/bpf"
+#define BPFL_PIN_DIR_DEFAULT BPFL_BPFFS "/sluice"
+
+struct bpfl {
+	struct sluice_bpf *skel;
+	char pin_dir[PATH_MAX];
+	int conn_fd;
+};
+
+/*
+ * Attach order: the helpers first, the connect hooks last, so that by the
+ * time a connect is redirected, its conn entry and getpeername are served.
+ */
+static struct bpf_program *bpfl_progs(struct bpfl *b, size_t i)
+{
+	struct bpf_program *p[] = {
+		b->skel->progs.sluice_sockops,	b->skel->progs.sluice_getpeer4,
+		b->skel->progs.sluice_getpeer6, b->skel->progs.sluice_connect4,
+		b->skel->progs.sluice_connect6,
+	};
+
+	return i < sizeof(p) / sizeof(p[0]) ? p[i] : NULL;
+}
+
+/*
+ * libbpf prints through one process-wide callback. This module must not spam
+ * stderr: only warnings, and only when SLUICE_BPF_DEBUG is set (then debug
+ * output too when it is "2").
+ */
+static int bpfl_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	const char *dbg = getenv("SLUICE_BPF_DEBUG");
+
+	if (!dbg || !*dbg || !strcmp(dbg, "0"))
+		return 0;
+	if (level == LIBBPF_DEBUG && strcmp(dbg, "2"))
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static int bpfl_path(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* mkdir -p, mode 0700 for what it creates. */
+static int bpfl_mkdirs(const char *path)
+{
+	char tmp[PATH_MAX];
+	char *p;
+	int r;
+
+	r = bpfl_path(tmp, sizeof(tmp), "%s", path);
+	if (r < 0)
+		return r;
+	for (p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static bool bpfl_bpffs_mounted(void)
+{
+	char dev[256], mnt[PATH_MAX], type[64];
+	bool found = false;
+	FILE *f;
+
+	f = fopen("/proc/mounts", "re");
+	if (!f)
+		return false;
+	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, mnt, type) == 3) {
+		if (!strcmp(mnt, BPFL_BPFFS) && !strcmp(type, "bpf")) {
+			found = true;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int bpfl_ensure_bpffs(const char *pin_dir)
+{
+	struct statfs st;
+	int r;
+
+	if (!bpfl_bpffs_mounted() && mount("bpf", BPFL_BPFFS, "bpf", 0, "mode=0700") < 0 &&
+	    errno != EBUSY)
+		return -errno;
+	r = bpfl_mkdirs(pin_dir);
+	if (r < 0)
+		return r;
+	if (statfs(pin_dir, &st) < 0)
+		return -errno;
+	if ((unsigned long)st.f_type != BPF_FS_MAGIC)
+		return -EINVAL; /* pins outside bpffs would not survive us */
+	return 0;
+}
+
+/* One path component, so links/<id>/ can never escape pin_dir. */
+static bool bpfl_id_valid(const char *id)
+{
+	size_t n;
+
+	if (!id)
+		return false;
+	n = strlen(id);
+	if (n == 0 || n > 64 || !strcmp(id, ".") || !strcmp(id, ".."))
+		return false;
+	return strchr(id, '/') == NULL;
+}
+
+static int bpfl_set_pins(struct bpfl *b)
+{
+	struct bpf_map *maps[] = {
+		b->skel->maps.sluice_cfg_map,
+		b->skel->maps.sluice_orig_map,
+		b->skel->maps.sluice_conn_map,
+	};
+	char path[PATH_MAX];
+	size_t i;
+	int r;
+
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		r = bpfl_path(path, sizeof(path), "%s/maps/%s", b->pin_dir,
+			      bpf_map__name(maps[i]));
+		if (r < 0)
+			return r;
+		r = bpf_map__set_pin_path(maps[i], path);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
+{
+	struct sluice_cfg cfg = {};
+	struct bpfl *b;
+	char path[PATH_MAX];
+	__u32 key = 0;
+	int r;
+
+	if (!opts || !ret_bpfl || !opts->listen_port)
+		return -EINVAL;
+	libbpf_set_print(bpfl_libbpf_print);
+
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->conn_fd = -1;
+	r = bpfl_path(b->pin_dir, sizeof(b->pin_dir), "%s",
+		      opts->pin_dir ? opts->pin_dir : BPFL_PIN_DIR_DEFAULT);
+	if (r < 0)
+		goto out_free;
+	r = bpfl_ensure_bpffs(b->pin_dir);
+	if (r < 0)
+		goto out_free;
+	r = bpfl_path(path, sizeof(path), "%s/maps", b->pin_dir);
+	if (r < 0)
+		goto out_free;
+	r = bpfl_mkdirs(path);
+	if (r < 0)
+		goto out_free;
+	r = bpfl_path(path, sizeof(path), "%s/links", b->pin_dir);
+	if (r < 0)
+		goto out_free;
+	r = bpfl_mkdirs(path);
+	if (r < 0)
+		goto out_free;
+
+	b->skel = sluice_bpf__open();
+	if (!b->skel) {
+		r = errno ? -errno : -EINVAL;
+		goto out_free;
+	}
+	/* Pin paths before load: libbpf then reuses compatible pinned maps. */
+	r = bpfl_set_pins(b);
+	if (r < 0)
+		goto out_destroy;
+	r = sluice_bpf__load(b->skel);
+	if (r < 0)
+		goto out_destroy;
+
+	cfg.listen_addr4 = opts->listen_addr4.s_addr;
+	cfg.listen_port = htons(opts->listen_port);
+	memcpy(cfg.listen_addr6, &opts->listen_addr6, sizeof(cfg.listen_addr6));
+	r = bpf_map__update_elem(b->skel->maps.sluice_cfg_map, &key, sizeof(key), &cfg,
+				 sizeof(cfg), BPF_ANY);
+	if (r < 0)
+		goto out_destroy;
+	b->conn_fd = bpf_map__fd(b->skel->maps.sluice_conn_map);
+	*ret_bpfl = b;
+	return 0;
+
+out_destroy:
+	sluice_bpf__destroy(b->skel);
+out_free:
+	free(b);
+	return r;
+}
+
+/* Maps and links stay pinned: a restarted sluiced picks them up. */
+void bpfl_close(struct bpfl *b)
+{
+	if (!b)
+		return;
+	sluice_bpf__destroy(b->skel);
+	free(b);
+}
+
+/*
+ * Keep a pinned link if it still serves cgroup cg_id, moving it to the
+ * program loaded now (bpf_link_update swaps atomically: no window without a
+ * program). Returns 0 when kept, -ENOENT when the caller must attach anew.
+ */
+static int bpfl_link_reuse(const char *path, struct bpf_program *prog, uint64_t cg_id)
+{
+	struct bpf_link_info info = {};
+	__u32 len = sizeof(info);
+	struct bpf_link *link;
+	int r;
+
+	link = bpf_link__open(path);
+	if (!link)
+		return -ENOENT;
+	r = bpf_obj_get_info_by_fd(bpf_link__fd(link), &info, &len);
+	if (r < 0 || info.type != BPF_LINK_TYPE_CGROUP || info.cgroup.cgroup_id != cg_id) {
+		r = -ENOENT;
+		goto out_link;
+	}
+	r = bpf_link__update_program(link, prog) < 0 ? -ENOENT : 0;
+out_link:
+	bpf_link__destroy(link); /* closes our fd only; the pin keeps it attached */
+	return r;
+}
+
+int bpfl_attach_cgroup(struct bpfl *b, const char *sandbox_id, const char *cgroup_path)
+{
+	struct bpf_program *prog;
+	struct bpf_link *link;
+	char dir[PATH_MAX], path[PATH_MAX];
+	uint64_t cg_id;
+	size_t i;
+	int cg_fd, r;
+
+	if (!b || !bpfl_id_valid(sandbox_id) || !cgroup_path)
+		return -EINVAL;
+	cg_id = bpfl_cgroup_id(cgroup_path);
+	if (!cg_id)
+		return -ENOENT;
+	cg_fd = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg_fd < 0)
+		return -errno;
+	r = bpfl_path(dir, sizeof(dir), "%s/links/%s", b->pin_dir, sandbox_id);
+	if (r < 0)
+		goto out_close;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		goto out_close;
+	}
+
+	/*
+	 * On error, links pinned so far stay: a half-attached sandbox still fails
+	 * closed (redirected connects without a conn entry are closed by sluiced).
+	 * The caller removes them with bpfl_detach_cgroup.
+	 */
+	for (i = 0; (prog = bpfl_progs(b, i)); i++) {
+		r = bpfl_path(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		if (r < 0)
+			goto out_close;
+		if (bpfl_link_reuse(path, prog, cg_id) == 0)
+			continue;
+		/* Stale pin (other cgroup, cgroup recreated, defunct link): replace. */
+		if (unlink(path) < 0 && errno != ENOENT) {
+			r = -errno;
+			goto out_close;
+		}
+		link = bpf_program__attach_cgroup(prog, cg_fd);
+		if (!link) {
+			r = -errno;
+			goto out_close;
+		}
+		r = bpf_link__pin(link, path);
+		bpf_link__destroy(link); /* detaches unless pinned */
+		if (r < 0)
+			goto out_close;
+	}
+	r = 0;
+out_close:
+	close(cg_fd);
+	return r;
+}
+
+int bpfl_detach_cgroup(struct bpfl *b, const char *sandbox_id)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	if (!b || !bpfl_id_valid(sandbox_id))
+		return -EINVAL;
+	r = bpfl_path(dir, sizeof(dir), "%s/links/%s", b->pin_dir, sandbox_id);
+	if (r < 0)
+		return r;
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (bpfl_path(path, sizeof(path), "%s/%s", dir, de->d_name) < 0)
+			continue;
+		/* Dropping the pin drops the last reference: the link detaches. */
+		if (unlink(path) < 0 && errno != ENOENT && !r)
+			r = -errno;
+	}
+	closedir(d);
+	if (rmdir(dir) < 0 && errno != ENOENT && !r)
+		r = -errno;
+	return r;
+}
+
+bool bpfl_is_attached(struct bpfl *b, const char *sandbox_id)
+{
+	struct bpf_program *prog;
+	char path[PATH_MAX];
+	size_t i;
+
+	if (!b || !bpfl_id_valid(sandbox_id))
+		return false;
+	for (i = 0; (prog = bpfl_progs(b, i)); i++) {
+		if (bpfl_path(path, sizeof(path), "%s/links/%s/%s", b->pin_dir, sandbox_id,
+			      bpf_program__name(prog)) < 0)
+			return false;
+		if (access(path, F_OK) < 0)
+			return false;
+	}
+	return true;
+}
+
+/* The key exactly as sockops built it: see bpf/lib/conn.h. */
+static int bpfl_conn_key(int fd, struct sluice_conn_key *key)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(__u64);
+	__u64 cookie;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
+		return -errno;
+	len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	memset(key, 0, sizeof(*key));
+	key->netns_cookie = cookie;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+
+		memcpy(key->addr, &sin->sin_addr, 4);
+		key->port = sin->sin_port;
+		key->family = SLUICE_AF_INET;
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+			memcpy(key->addr, &sin6->sin6_addr.s6_addr[12], 4);
+			key->family = SLUICE_AF_INET;
+		} else {
+			memcpy(key->addr, &sin6->sin6_addr, 16);
+			key->family = SLUICE_AF_INET6;
+		}
+		key->port = sin6->sin6_port;
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	return 0;
+}
+
+int bpfl_conn_take(struct bpfl *b, int accepted_fd, struct sluice_orig *ret_orig)
+{
+	struct sluice_conn_key key;
+	struct sluice_orig val;
+	int r;
+
+	if (!b || !ret_orig)
+		return -EINVAL;
+	r = bpfl_conn_key(accepted_fd, &key);
+	if (r < 0)
+		return r;
+	r = bpf_map_lookup_and_delete_elem(b->conn_fd, &key, &val);
+	/* Hash maps support lookup-and-delete since 5.14; before, two steps. */
+	if (r == -EINVAL || r == -EOPNOTSUPP || r == -524 /* ENOTSUPP */) {
+		r = bpf_map_lookup_elem(b->conn_fd, &key, &val);
+		if (r == 0)
+			bpf_map_delete_elem(b->conn_fd, &key);
+	}
+	if (r < 0)
+		return r == -ENOENT ? -ENOENT : r;
+	val.flags &= ~SLUICE_ORIG_F_PENDING;
+	*ret_orig = val;
+	return 0;
+}
+
+uint64_t bpfl_cgroup_id(const char *cgroup_path)
+{
+	struct statfs sfs;
+	struct stat st;
+
+	/* On cgroup2 the directory's inode number is the kernfs id = cgroup id. */
+	if (!cgroup_path || statfs(cgroup_path, &sfs) < 0 ||
+	    (unsigned long)sfs.f_type != CGROUP2_SUPER_MAGIC)
+		return 0;
+	if (stat(cgroup_path, &st) < 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	return st.st_ino;
+}
