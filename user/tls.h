@@ -20,6 +20,9 @@
 
 struct tls;
 
+/* Longest DNS name (or IP literal) a leaf is minted for / an upstream host. */
+#define TLS_NAME_MAX 253
+
 struct tls_opts {
 	const char *state_dir;     /* where ca.pem/ca.key live or are created */
 	const char *ca_cert;       /* optional PEM path: use this CA instead */
@@ -28,30 +31,53 @@ struct tls_opts {
 	unsigned cert_cache_size;  /* leaf LRU capacity; 0: 1024 */
 };
 
-/* Returns 0 and *ret_tls, or -errno with a one-line reason in err. */
+/*
+ * Returns 0 and *ret_tls, or -errno with a one-line reason in err (may be
+ * NULL). CA source, in order: ca_cert+ca_key (checked: a CA, key matches,
+ * key file not readable by group/other), else state_dir/ca.pem+ca.key, else
+ * a new CA written there (state_dir created 0700; a group/other-writable
+ * state_dir is refused with -EPERM). Errors: -EINVAL bad options or files,
+ * -EPERM key/dir permissions or owner, -ENOENT ca.pem without ca.key,
+ * -EKEYEXPIRED expired CA, other -errno from the file system.
+ */
 int tls_init(const struct tls_opts *opts, struct tls **ret_tls, char *err, size_t errlen);
+/* Frees everything; NULL is fine. Every SSL made from t must be freed first. */
 void tls_free(struct tls *t);
 
 /* Path of the CA certificate (PEM) sandboxes must trust. */
 const char *tls_ca_path(const struct tls *t);
+/* The CA certificate itself (owned by t, no reference taken). */
+X509 *tls_ca_cert(const struct tls *t);
 
 /*
- * A new server-side SSL (accept state) for a client connection. The leaf is
- * picked in the handshake from the client's SNI; when the client sends none,
- * fallback_name (an IP literal of the original destination, or NULL) is
- * used. After the handshake, tls_server_name() gives the name served.
+ * A new server-side SSL (accept state) for a client connection; the caller
+ * attaches the fd/BIO and owns the SSL (SSL_free). The leaf is picked in the
+ * handshake from the client's SNI; when the client sends none,
+ * fallback_name (an IP literal of the original destination, "[v6]" ok, or
+ * NULL; copied) is used. Names are lower-cased and a trailing dot dropped;
+ * no name, a name over 253 bytes or with bytes outside [a-z0-9.-_*], or a
+ * mint failure fails the handshake with an alert. ALPN: http/1.1 when the
+ * client offers it, else none. Modes: partial writes and moving write
+ * buffers are allowed. NULL with errno on failure.
+ * After the handshake, tls_server_name() gives the name served.
  */
 SSL *tls_server_new(struct tls *t, const char *fallback_name);
-/* The name the leaf was minted for (SNI or fallback), or NULL. */
+/* The normalised name the leaf was minted for (SNI or fallback), or NULL
+ * before the ClientHello was processed. Valid for the SSL's lifetime. */
 const char *tls_server_name(SSL *ssl);
 
 /*
  * A new client-side SSL (connect state) toward an upstream: SNI = host
- * (unless host is an IP literal), certificate verified for host.
+ * (unless host is an IP literal), certificate verified for host (name or
+ * IP), ALPN http/1.1, TLS 1.2+. A session from an earlier connection to the
+ * same host (exact normalised name, never another) is offered for
+ * resumption; up to 256 hosts are remembered. NULL with errno EINVAL for
+ * an invalid host ('*' refused), ENOMEM otherwise.
  */
 SSL *tls_client_new(struct tls *t, const char *host);
 
-/* Counters for metrics/bench: leaf cache hits and misses. */
+/* Counters for metrics/bench: leaf cache hits and misses (one lookup per
+ * server handshake; hits + misses == lookups). Either pointer may be NULL. */
 void tls_cache_stats(struct tls *t, unsigned long *ret_hits, unsigned long *ret_misses);
 
 #endif
