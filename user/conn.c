@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <openssl/err.h>
+
+#include "conn.h"
+
+void conn_init(struct conn *c, int fd, SSL *ssl)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	if (ssl)
+		conn_start_tls(c, ssl);
+	else
+		c->handshake_done = true;
+}
+
+void conn_start_tls(struct conn *c, SSL *ssl)
+{
+	c->ssl = ssl;
+	c->handshake_done = false;
+	SSL_set_fd(ssl, c->fd);
+	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				  SSL_MODE_RELEASE_BUFFERS);
+}
+
+void conn_close(struct conn *c)
+{
+	if (!c)
+		return;
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+}
+
+/* Map an SSL_get_error() result; returns 0 to retry later or -errno. */
+static int ssl_result(struct conn *c, int ret)
+{
+	int e = SSL_get_error(c->ssl, ret);
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		c->want = EPOLLIN;
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		c->want = EPOLLOUT;
+		return 0;
+	case SSL_ERROR_ZERO_RETURN:
+		c->eof = true;
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		c->ssl_err = ERR_peek_last_error();
+		ERR_clear_error();
+		if (errno == EAGAIN) {
+			c->want = EPOLLIN;
+			return 0;
+		}
+		if (ret == 0 || errno == 0) {
+			/* EOF without close_notify: treat as EOF, framing decides. */
+			c->eof = true;
+			return 0;
+		}
+		return -errno;
+	default:
+		c->ssl_err = ERR_peek_last_error();
+		ERR_clear_error();
+		return -EPROTO;
+	}
+}
+
+int conn_handshake(struct conn *c)
+{
+	int r;
+
+	if (c->handshake_done)
+		return 1;
+	c->want = 0;
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		c->handshake_done = true;
+		return 1;
+	}
+	r = ssl_result(c, r);
+	if (r < 0 || c->eof)
+		return -EPROTO;
+	return 0;
+}
+
+ssize_t conn_read(struct conn *c, void *buf, size_t len)
+{
+	ssize_t n;
+
+	c->want = 0;
+	if (c->eof)
+		return 0;
+	if (!c->ssl) {
+		n = recv(c->fd, buf, len, 0);
+		if (n > 0)
+			return n;
+		if (n == 0) {
+			c->eof = true;
+			return 0;
+		}
+		if (errno == EAGAIN || errno == EINTR) {
+			c->want = EPOLLIN;
+			return 0;
+		}
+		return -errno;
+	}
+	ERR_clear_error();
+	n = SSL_read(c->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
+	if (n > 0)
+		return n;
+	return ssl_result(c, (int)n);
+}
+
+ssize_t conn_write(struct conn *c, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	c->want = 0;
+	if (!c->ssl) {
+		n = send(c->fd, buf, len, MSG_NOSIGNAL);
+		if (n >= 0)
+			return n;
+		if (errno == EAGAIN || errno == EINTR) {
+			c->want = EPOLLOUT;
+			return 0;
+		}
+		return -errno;
+	}
+	ERR_clear_error();
+	n = SSL_write(c->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
+	if (n > 0)
+		return n;
+	n = ssl_result(c, (int)n);
+	if (n == 0 && c->eof)
+		return -EPIPE;
+	return n;
+}
+
+bool conn_pending(const struct conn *c)
+{
+	return c->ssl && SSL_pending(c->ssl) > 0;
+}
+
+void conn_shutdown_write(struct conn *c)
+{
+	if (c->ssl) {
+		ERR_clear_error();
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
+	shutdown(c->fd, SHUT_WR);
+}
+
+const char *conn_error(const struct conn *c, char *buf, size_t len)
+{
+	if (c->ssl_err) {
+		const char *reason = ERR_reason_error_string(c->ssl_err);
+
+		snprintf(buf, len, "%s", reason ? reason : "TLS error");
+		if (c->ssl) {
+			long v = SSL_get_verify_result(c->ssl);
+
+			if (v != X509_V_OK)
+				snprintf(buf, len, "certificate verify failed: %s",
+					 X509_verify_cert_error_string(v));
+		}
+		return buf;
+	}
+	snprintf(buf, len, "%s", "connection error");
+	return buf;
+}
