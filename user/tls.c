@@ -47,6 +47,12 @@
 
 #define TLS_ALPN_H1		"http/1.1"
 
+/* The leaf key is ECDSA, so only ECDHE-ECDSA suites can ever be chosen. */
+#define TLS_SERVER_CIPHERS12                                                                     \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384"
+#define TLS_SERVER_CIPHERS13                                                                     \
+	"TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+
 /* --- a small LRU map: string key -> owned value, with an expiry time --- */
 
 struct tls_lru_entry {
@@ -427,7 +433,7 @@ static X509 *tls_ca_generate(EVP_PKEY *key)
 
 	if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
 		snprintf(host, sizeof(host), "unknown");
-	snprintf(cn, sizeof(cn), "sluice local CA %s", host);
+	snprintf(cn, sizeof(cn), "sluice local CA %.48s", host);
 
 	x = X509_new();
 	if (!x)
@@ -1036,13 +1042,16 @@ static int tls_server_ctx(struct tls *t, char *err, size_t errlen)
 	if (!ctx)
 		return tls_fail_ssl(err, errlen, -ENOMEM, "server SSL_CTX");
 	t->server_ctx = ctx;
+	/* Server order (AES-128-GCM first: cheapest with AES-NI), but a client
+	 * that puts ChaCha20 first (no AES hardware) gets it. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-					 SSL_OP_CIPHER_SERVER_PREFERENCE);
+					 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 				      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
 	    !SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") ||
-	    !SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") ||
+	    !SSL_CTX_set_cipher_list(ctx, TLS_SERVER_CIPHERS12) ||
+	    !SSL_CTX_set_ciphersuites(ctx, TLS_SERVER_CIPHERS13) ||
 	    !SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1))
 		return tls_fail_ssl(err, errlen, -EINVAL, "server SSL_CTX setup");
 	/* Stateless tickets for TLS 1.2 and 1.3; one ticket per 1.3 handshake. */
