@@ -350,6 +350,22 @@ out_close:
 	return r;
 }
 
+/*
+ * Dropping the pin drops the last reference, but the kernel releases links
+ * from a workqueue, so the programs would keep running for a moment after
+ * unlink(). BPF_LINK_DETACH (5.9+) detaches synchronously first; if it fails
+ * the unlink still detaches, a little later.
+ */
+static void bpfl_link_detach_now(const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	if (fd < 0)
+		return;
+	bpf_link_detach(fd);
+	close(fd);
+}
+
 int bpfl_detach_cgroup(struct bpfl *b, const char *sandbox_id)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
@@ -370,7 +386,7 @@ int bpfl_detach_cgroup(struct bpfl *b, const char *sandbox_id)
 			continue;
 		if (bpfl_path(path, sizeof(path), "%s/%s", dir, de->d_name) < 0)
 			continue;
-		/* Dropping the pin drops the last reference: the link detaches. */
+		bpfl_link_detach_now(path);
 		if (unlink(path) < 0 && errno != ENOENT && !r)
 			r = -errno;
 	}
