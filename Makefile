@@ -27,7 +27,7 @@ LLHTTP_SRC_DIR ?= /usr/share/llhttp
 LLHTTP_INC_DIR ?= /usr/share/include/llhttp
 
 CFLAGS    ?= -O2 -g
-CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
+CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -D_GNU_SOURCE \
              -fno-strict-aliasing -Iinclude -Iuser -I$(BUILD) -I$(LLHTTP_INC_DIR) $(PKG_CFLAGS)
 LDLIBS    += $(PKG_LIBS) -lpthread
 

@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "tls.h"
+#include "upstream.h"
+
+struct up_pool {
+	struct loop *loop;
+	struct tls *tls;
+	struct upconn *idle;    /* most recently used first */
+	unsigned nidle, idle_max, idle_timeout_ms;
+};
+
+struct up_pool *up_pool_new(struct loop *l, struct tls *tls, unsigned idle_max,
+			    unsigned idle_timeout_ms)
+{
+	struct up_pool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->loop = l;
+	p->tls = tls;
+	p->idle_max = idle_max;
+	p->idle_timeout_ms = idle_timeout_ms;
+	return p;
+}
+
+static void up_free(struct upconn *u)
+{
+	loop_io_del(u->pool->loop, &u->io);
+	conn_close(&u->c);
+	free(u);
+}
+
+static void idle_unlink(struct upconn *u)
+{
+	struct up_pool *p = u->pool;
+
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		p->idle = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	u->next = u->prev = NULL;
+	p->nidle--;
+}
+
+void up_pool_free(struct up_pool *p)
+{
+	if (!p)
+		return;
+	while (p->idle) {
+		struct upconn *u = p->idle;
+
+		idle_unlink(u);
+		up_free(u);
+	}
+	free(p);
+}
+
+void up_pool_tick(struct up_pool *p)
+{
+	uint64_t now = loop_now_ms(p->loop);
+	struct upconn *u = p->idle, *next;
+
+	for (; u; u = next) {
+		next = u->next;
+		if (now - u->idle_since_ms >= p->idle_timeout_ms) {
+			idle_unlink(u);
+			up_free(u);
+		}
+	}
+}
+
+static bool v4_allowed(uint32_t a)
+{
+	uint8_t b0 = (uint8_t)(a >> 24), b1 = (uint8_t)(a >> 16);
+
+	if (b0 == 0 || b0 == 127)       /* this host, loopback */
+		return false;
+	if (b0 == 169 && b1 == 254)     /* link-local: cloud metadata lives here */
+		return false;
+	if (b0 >= 224)                  /* multicast, reserved, broadcast */
+		return false;
+	return true;
+}
+
+bool up_addr_allowed(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return v4_allowed(ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr));
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		uint32_t v4;
+
+		if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+			memcpy(&v4, &a->s6_addr[12], 4);
+			return v4_allowed(ntohl(v4));
+		}
+		if (IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a) ||
+		    IN6_IS_ADDR_LINKLOCAL(a) || IN6_IS_ADDR_MULTICAST(a))
+			return false;
+		return true;
+	}
+	return false;
+}
+
+static void fail(struct upconn *u, int status, const char *code, const char *fmt, const char *arg)
+{
+	u->state = UP_FAILED;
+	u->fail_status = status;
+	u->fail_code = code;
+	snprintf(u->fail_detail, sizeof(u->fail_detail), fmt, arg);
+	loop_io_del(u->pool->loop, &u->io);
+	conn_close(&u->c);
+}
+
+static void io_cb(struct loop_io *io, uint32_t events)
+{
+	struct upconn *u = container_of(io, struct upconn, io);
+
+	(void)events;
+	if (!u->owner) {
+		/* Idle in the pool: the server closed it or sent junk. */
+		idle_unlink(u);
+		up_free(u);
+		return;
+	}
+	u->notify(u->owner);
+}
+
+static void addr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, sizeof(ip));
+		snprintf(buf, len, "%s:%u", ip, ntohs(((const struct sockaddr_in *)ss)->sin_port));
+	} else {
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, ip, sizeof(ip));
+		snprintf(buf, len, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
+	}
+}
+
+/* Try addresses from u->ai on; ends in UP_CONNECTING or UP_FAILED. */
+static void start_connect(struct upconn *u)
+{
+	int last_err = 0;
+	bool any_allowed = false;
+
+	for (; u->ai < u->res.n; u->ai++) {
+		struct sockaddr_storage *ss = &u->res.addr[u->ai];
+		socklen_t sl = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+							: sizeof(struct sockaddr_in6);
+		int fd, one = 1;
+
+		if (!up_addr_allowed(ss))
+			continue;
+		any_allowed = true;
+		fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			last_err = errno;
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(fd, (struct sockaddr *)ss, sl) < 0 && errno != EINPROGRESS) {
+			last_err = errno;
+			close(fd);
+			continue;
+		}
+		addr_text(ss, u->addr_text, sizeof(u->addr_text));
+		conn_init(&u->c, fd, NULL);
+		u->c.handshake_done = false;
+		if (loop_io_add(u->pool->loop, &u->io, fd, EPOLLOUT, io_cb) < 0) {
+			last_err = errno;
+			conn_close(&u->c);
+			continue;
+		}
+		u->state = UP_CONNECTING;
+		return;
+	}
+	if (!any_allowed) {
+		fail(u, 403, "upstream_address_denied",
+		     "%s resolves only to addresses sluice never dials (loopback, link-local, "
+		     "metadata, multicast)", u->host);
+		return;
+	}
+	fail(u, 502, "upstream_connect_failed", "%s", strerror(last_err ? last_err : ECONNREFUSED));
+}
+
+static void resolved(void *arg)
+{
+	struct upconn *u = arg;
+
+	if (u->orphan) {
+		free(u);
+		return;
+	}
+	if (u->res.err || !u->res.n) {
+		fail(u, 502, "upstream_dns_failed", "cannot resolve %s", u->host);
+	} else {
+		u->ai = 0;
+		start_connect(u);
+	}
+	u->notify(u->owner);
+}
+
+struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, uint16_t port,
+			  bool tls, void (*notify)(void *owner), void *owner)
+{
+	struct upconn *u;
+	int r;
+
+	for (u = p->idle; u; u = u->next) {
+		if (strcmp(u->key, key) == 0) {
+			idle_unlink(u);
+			u->reused = true;
+			u->notify = notify;
+			u->owner = owner;
+			return u;
+		}
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->pool = p;
+	u->c.fd = -1;
+	snprintf(u->key, sizeof(u->key), "%s", key);
+	snprintf(u->host, sizeof(u->host), "%s", host);
+	u->port = port;
+	u->tls = tls;
+	u->notify = notify;
+	u->owner = owner;
+	u->state = UP_RESOLVING;
+	r = resolve_start(p->loop, host, port, &u->res, resolved, u);
+	if (r == 0) {
+		u->ai = 0;
+		start_connect(u);
+	} else if (r < 0) {
+		fail(u, 502, "upstream_dns_failed", "cannot resolve %s", host);
+	}
+	return u;
+}
+
+void up_progress(struct upconn *u)
+{
+	int r;
+
+	if (u->state == UP_CONNECTING) {
+		int err = 0;
+		socklen_t el = sizeof(err);
+
+		if (getsockopt(u->c.fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+			err = errno;
+		if (err == EINPROGRESS || err == EALREADY)
+			return;
+		if (err == 0) {
+			/* Writable with no error means connected, unless still pending. */
+			struct sockaddr_storage peer;
+			socklen_t pl = sizeof(peer);
+
+			if (getpeername(u->c.fd, (struct sockaddr *)&peer, &pl) < 0) {
+				if (errno == ENOTCONN)
+					return;
+				err = errno;
+			}
+		}
+		if (err) {
+			loop_io_del(u->pool->loop, &u->io);
+			conn_close(&u->c);
+			u->ai++;
+			start_connect(u);
+			if (u->state == UP_FAILED)
+				snprintf(u->fail_detail, sizeof(u->fail_detail),
+					 "connect to %s:%u: %s", u->host, u->port, strerror(err));
+			return;
+		}
+		if (!u->tls) {
+			u->c.handshake_done = true;
+			u->state = UP_READY;
+			return;
+		}
+		SSL *ssl = tls_client_new(u->pool->tls, u->host);
+
+		if (!ssl) {
+			fail(u, 502, "upstream_tls_failed", "cannot set up TLS for %s", u->host);
+			return;
+		}
+		conn_start_tls(&u->c, ssl);
+		u->state = UP_HANDSHAKE;
+	}
+	if (u->state == UP_HANDSHAKE) {
+		r = conn_handshake(&u->c);
+		if (r == 1) {
+			u->state = UP_READY;
+		} else if (r < 0) {
+			char why[160];
+
+			conn_error(&u->c, why, sizeof(why));
+			fail(u, 502, "upstream_tls_failed", "%s", why);
+		} else {
+			loop_io_set(u->pool->loop, &u->io, u->c.want);
+		}
+	}
+}
+
+void up_set_events(struct upconn *u, uint32_t events)
+{
+	if (u->state == UP_READY)
+		loop_io_set(u->pool->loop, &u->io, events);
+	else if (u->state == UP_CONNECTING)
+		loop_io_set(u->pool->loop, &u->io, EPOLLOUT);
+	else if (u->state == UP_HANDSHAKE)
+		loop_io_set(u->pool->loop, &u->io, u->c.want ? u->c.want : EPOLLIN);
+}
+
+void up_release(struct upconn *u, bool reusable)
+{
+	struct up_pool *p;
+
+	if (!u)
+		return;
+	p = u->pool;
+	if (u->state == UP_RESOLVING) {
+		/* The resolver still holds u: it frees it when it answers. */
+		u->orphan = true;
+		return;
+	}
+	u->owner = NULL;
+	u->notify = NULL;
+	if (!reusable || u->state != UP_READY || u->c.eof || p->idle_max == 0) {
+		if (u->state == UP_FAILED)
+			free(u);
+		else
+			up_free(u);
+		return;
+	}
+	if (p->nidle >= p->idle_max) {
+		/* Evict the least recently used (tail). */
+		struct upconn *t = p->idle;
+
+		while (t && t->next)
+			t = t->next;
+		if (t) {
+			idle_unlink(t);
+			up_free(t);
+		}
+	}
+	u->idle_since_ms = loop_now_ms(p->loop);
+	loop_io_set(p->loop, &u->io, EPOLLIN | EPOLLRDHUP);
+	u->prev = NULL;
+	u->next = p->idle;
+	if (p->idle)
+		p->idle->prev = u;
+	p->idle = u;
+	p->nidle++;
+}
