@@ -118,23 +118,34 @@ static int bpfl_mkdirs(const char *path)
 	return 0;
 }
 
-static bool bpfl_bpffs_mounted(void)
+/*
+ * First mount of fstype type (and at mountpoint at, if not NULL) in
+ * /proc/mounts; its mountpoint into buf. 0 or -ENOENT.
+ */
+static int bpfl_mount_find(const char *type, const char *at, char *buf, size_t len)
 {
-	char dev[256], mnt[PATH_MAX], type[64];
-	bool found = false;
+	char dev[256], mnt[PATH_MAX], fstype[64];
+	int r = -ENOENT;
 	FILE *f;
 
 	f = fopen("/proc/mounts", "re");
 	if (!f)
-		return false;
-	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, mnt, type) == 3) {
-		if (!strcmp(mnt, BPFL_BPFFS) && !strcmp(type, "bpf")) {
-			found = true;
-			break;
-		}
+		return -errno;
+	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, mnt, fstype) == 3) {
+		if (strcmp(fstype, type) || (at && strcmp(mnt, at)))
+			continue;
+		r = bpfl_path(buf, len, "%s", mnt);
+		break;
 	}
 	fclose(f);
-	return found;
+	return r;
+}
+
+static bool bpfl_bpffs_mounted(void)
+{
+	char mnt[PATH_MAX];
+
+	return bpfl_mount_find("bpf", BPFL_BPFFS, mnt, sizeof(mnt)) == 0;
 }
 
 static int bpfl_ensure_bpffs(const char *pin_dir)
@@ -293,6 +304,48 @@ out_link:
 	return r;
 }
 
+/*
+ * true when the calling process's own cgroup is cg_id or below it: attaching
+ * there would send sluiced's own upstream dials back to its listener. Best
+ * effort: false when our cgroup cannot be resolved (e.g. a cgroup namespace
+ * that does not match the mount).
+ */
+static bool bpfl_cgroup_holds_self(uint64_t cg_id)
+{
+	char root[PATH_MAX], line[PATH_MAX], path[PATH_MAX];
+	bool found = false;
+	size_t rootlen;
+	char *p;
+	FILE *f;
+	int i;
+
+	if (bpfl_mount_find("cgroup2", NULL, root, sizeof(root)) < 0)
+		return false;
+	f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "0::/", 4)) {
+			line[strcspn(line, "\n")] = '\0';
+			found = bpfl_path(path, sizeof(path), "%s%s", root, line + 3) == 0;
+			break;
+		}
+	}
+	fclose(f);
+	if (!found)
+		return false;
+	rootlen = strlen(root);
+	for (i = 0; i < 256; i++) {
+		if (bpfl_cgroup_id(path) == cg_id)
+			return true;
+		p = strrchr(path, '/');
+		if (!p || (size_t)(p - path) < rootlen)
+			break;
+		*p = '\0';
+	}
+	return false;
+}
+
 int bpfl_attach_cgroup(struct bpfl *b, const char *sandbox_id, const char *cgroup_path)
 {
 	struct bpf_program *prog;
@@ -307,6 +360,8 @@ int bpfl_attach_cgroup(struct bpfl *b, const char *sandbox_id, const char *cgrou
 	cg_id = bpfl_cgroup_id(cgroup_path);
 	if (!cg_id)
 		return -ENOENT;
+	if (bpfl_cgroup_holds_self(cg_id))
+		return -ELOOP;
 	cg_fd = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cg_fd < 0)
 		return -errno;

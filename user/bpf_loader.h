@@ -39,7 +39,12 @@ void bpfl_close(struct bpfl *b);
 /*
  * Attach every program to the cgroup at cgroup_path and pin the links under
  * links/<sandbox_id>/. Idempotent: links already pinned for that id are kept
- * (a restarted daemon calls this again). Returns 0 or -errno.
+ * (a restarted daemon calls this again; the kept links are switched to the
+ * programs loaded by this bpfl, atomically). Returns 0, -EINVAL (bad id),
+ * -ENOENT (not a cgroup2 directory), -ELOOP (the calling process itself is in
+ * that cgroup or below it: its own connects would loop back to it), or
+ * -errno. On error, links pinned so far are kept (still fail-closed); call
+ * bpfl_detach_cgroup to remove them.
  */
 int bpfl_attach_cgroup(struct bpfl *b, const char *sandbox_id, const char *cgroup_path);
 

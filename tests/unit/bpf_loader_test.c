@@ -45,6 +45,7 @@ static struct {
 	char cg_root[256];
 	char cg[384];
 	char cg_inner[512];
+	char cg2[400];
 	char pin_dir[256];
 	int host_ns, sb_ns;
 	struct bpfl *b;
@@ -235,6 +236,7 @@ static void setup(void)
 	sweep_leftovers();
 	snprintf(T.cg, sizeof(T.cg), "%s/sluice-bpft-%d", T.cg_root, pid);
 	snprintf(T.cg_inner, sizeof(T.cg_inner), "%s/inner", T.cg);
+	snprintf(T.cg2, sizeof(T.cg2), "%s/sluice-bpft-%d-b", T.cg_root, pid);
 	snprintf(T.pin_dir, sizeof(T.pin_dir), "/sys/fs/bpf/sluice-test-%d", pid);
 	cr_assert_eq(mkdir(T.cg, 0755), 0, "mkdir %s: %s", T.cg, strerror(errno));
 
@@ -270,11 +272,13 @@ static void teardown(void)
 	if (T.b) {
 		bpfl_detach_cgroup(T.b, "sb");
 		bpfl_detach_cgroup(T.b, "inner");
+		bpfl_detach_cgroup(T.b, "sb2");
 		bpfl_close(T.b);
 	}
 	rm_tree(T.pin_dir);
 	rmdir(T.cg_inner);
 	rmdir(T.cg);
+	rmdir(T.cg2);
 	if (T.sb_ns >= 0)
 		close(T.sb_ns);
 	if (T.host_ns >= 0)
@@ -602,6 +606,43 @@ Test(bpf_loader, nested_cgroups)
 	/* Inner detached: the outer sandbox's programs still cover it. */
 	cr_assert_eq(bpfl_detach_cgroup(T.b, "inner"), 0);
 	check_redirect(T.cg_inner, "198.18.0.11", "198.18.0.11", T.lfd4, 0, "198.18.0.11");
+}
+
+/* Two sibling sandboxes: each keeps its own links and its own cgroup id. */
+Test(bpf_loader, two_sandboxes)
+{
+	NEED_ROOT();
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	cr_assert_eq(bpfl_attach_cgroup(T.b, "sb2", T.cg2), 0);
+	cr_assert_eq(prog_count(T.cg, BPF_CGROUP_INET4_CONNECT, true), 1);
+	cr_assert_eq(prog_count(T.cg2, BPF_CGROUP_INET4_CONNECT, true), 1);
+	check_redirect(T.cg2, "198.18.0.9", "198.18.0.9", T.lfd4, 0, "198.18.0.9");
+	check_redirect(T.cg, "198.18.0.7", "198.18.0.7", T.lfd4, 0, "198.18.0.7");
+	cr_assert_eq(bpfl_detach_cgroup(T.b, "sb2"), 0);
+	check_redirect(T.cg, "2001:db8::7", "2001:db8::7", T.lfd6, 0, "2001:db8::7");
+}
+
+/* The daemon never attaches to a cgroup it is in itself (its dials would loop). */
+Test(bpf_loader, refuses_own_cgroup)
+{
+	char procs[PATH_MAX];
+	int st, fd;
+	pid_t pid;
+
+	NEED_ROOT();
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", T.cg_inner);
+	cr_assert_eq(mkdir(T.cg_inner, 0755), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		fd = open(procs, O_WRONLY);
+		if (fd < 0 || write(fd, "0", 1) != 1)
+			_exit(2);
+		_exit(bpfl_attach_cgroup(T.b, "self", T.cg) == -ELOOP ? 0 : 1);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+	cr_assert_not(bpfl_is_attached(T.b, "self"));
 }
 
 #define NCONC 50
