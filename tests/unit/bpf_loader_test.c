@@ -42,6 +42,7 @@
 
 static struct {
 	bool skip;
+	bool tfo; /* clients use sendto(MSG_FASTOPEN) instead of connect() */
 	char cg_root[256];
 	char cg[384];
 	char cg_inner[512];
@@ -328,7 +329,13 @@ static void child_main(const char *cg, int type, const struct sockaddr_storage *
 	fd = socket(dst->ss_family, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		_exit(4);
-	res.err = connect(fd, (const struct sockaddr *)dst, len) < 0 ? errno : 0;
+	/* MSG_FASTOPEN: connect inside sendto(); the hooks must cover it too. */
+	if (T.tfo)
+		res.err = sendto(fd, "x", 1, MSG_FASTOPEN, (const struct sockaddr *)dst, len) < 0
+				  ? errno
+				  : 0;
+	else
+		res.err = connect(fd, (const struct sockaddr *)dst, len) < 0 ? errno : 0;
 	l = sizeof(res.local);
 	getsockname(fd, (struct sockaddr *)&res.local, &l);
 	l = sizeof(res.peer);
@@ -447,6 +454,12 @@ static void check_redirect(const char *cg, const char *ip, const char *peer_ip, 
 	cr_assert_eq(r, 0, "conn_take: %s", strerror(-r));
 	assert_orig(&o, orig_ip, 443, flags, cg);
 	cr_assert_eq(bpfl_conn_take(T.b, fd, &o), -ENOENT);
+	if (T.tfo) {
+		char x = 0;
+
+		cr_assert_eq(read_full(fd, &x, 1), 0);
+		cr_assert_eq(x, 'x', "Fast Open data reached the listener");
+	}
 	close(fd);
 	client_end(&c);
 }
@@ -606,6 +619,14 @@ Test(bpf_loader, nested_cgroups)
 	/* Inner detached: the outer sandbox's programs still cover it. */
 	cr_assert_eq(bpfl_detach_cgroup(T.b, "inner"), 0);
 	check_redirect(T.cg_inner, "198.18.0.11", "198.18.0.11", T.lfd4, 0, "198.18.0.11");
+}
+
+Test(bpf_loader, fastopen_redirect)
+{
+	NEED_ROOT();
+	T.tfo = true;
+	check_redirect(T.cg, "198.18.0.9", "198.18.0.9", T.lfd4, 0, "198.18.0.9");
+	check_redirect(T.cg, "2001:db8::1", "2001:db8::1", T.lfd6, 0, "2001:db8::1");
 }
 
 /* Two sibling sandboxes: each keeps its own links and its own cgroup id. */
