@@ -1063,19 +1063,30 @@ static int tls_server_ctx(struct tls *t, char *err, size_t errlen)
 	return 0;
 }
 
-/* The client gives a session for its host to our LRU (never shared by name). */
+/*
+ * A client session (TLS 1.2 handshake or TLS 1.3 ticket) for its host goes
+ * into our LRU, keyed by the exact host (never shared by name). We keep a
+ * copy: OpenSSL marks the connection's own session not resumable when the
+ * SSL is freed without a close_notify, which upstream relays often do.
+ */
 static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
 	struct tls_conn *c = tls_conn_of(ssl);
+	SSL_SESSION *copy;
 	time_t expires;
 
 	if (!c || !c->name[0] || !SSL_SESSION_is_resumable(sess))
 		return 0;
-	expires = (time_t)SSL_SESSION_get_time(sess) + (time_t)SSL_SESSION_get_timeout(sess);
+	copy = SSL_SESSION_dup(sess);
+	if (!copy) {
+		ERR_clear_error();
+		return 0;
+	}
+	expires = (time_t)SSL_SESSION_get_time(copy) + (time_t)SSL_SESSION_get_timeout(copy);
 	pthread_mutex_lock(&c->t->sess_lock);
-	tls_lru_put(&c->t->sessions, c->name, sess, expires);
+	tls_lru_put(&c->t->sessions, c->name, copy, expires);
 	pthread_mutex_unlock(&c->t->sess_lock);
-	return 1;
+	return 0;
 }
 
 static int tls_client_ctx(struct tls *t, const char *upstream_ca, char *err, size_t errlen)
