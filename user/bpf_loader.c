@@ -179,6 +179,31 @@ static bool bpfl_id_valid(const char *id)
 	return strchr(id, '/') == NULL;
 }
 
+/*
+ * A pin left by an older sluiced whose map definition differs (new value
+ * layout, new size) would make the load fail for good. Drop it: a new map is
+ * made and pinned; links still running the old programs keep the old map
+ * until bpfl_attach_cgroup moves them to the new programs. Connections in
+ * flight meanwhile find no entry and are closed by sluiced (fail closed).
+ */
+static void bpfl_unpin_incompatible(const struct bpf_map *map, const char *path)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	int fd;
+
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+	    (info.type != bpf_map__type(map) || info.key_size != bpf_map__key_size(map) ||
+	     info.value_size != bpf_map__value_size(map) ||
+	     info.max_entries != bpf_map__max_entries(map) ||
+	     info.map_flags != bpf_map__map_flags(map)))
+		unlink(path);
+	close(fd);
+}
+
 static int bpfl_set_pins(struct bpfl *b)
 {
 	struct bpf_map *maps[] = {
@@ -195,6 +220,7 @@ static int bpfl_set_pins(struct bpfl *b)
 			      bpf_map__name(maps[i]));
 		if (r < 0)
 			return r;
+		bpfl_unpin_incompatible(maps[i], path);
 		r = bpf_map__set_pin_path(maps[i], path);
 		if (r < 0)
 			return r;

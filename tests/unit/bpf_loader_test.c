@@ -601,6 +601,26 @@ Test(bpf_loader, restart_keeps_links_and_maps)
 		       SLUICE_ORIG_F_V4MAPPED, "198.18.0.9");
 }
 
+/* A pinned map of an older, different definition is replaced, not a load failure. */
+Test(bpf_loader, incompatible_pinned_map_replaced)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	NEED_ROOT();
+	bpfl_close(T.b);
+	T.b = NULL;
+	snprintf(path, sizeof(path), "%s/maps/sluice_conn_map", T.pin_dir);
+	cr_assert_eq(unlink(path), 0);
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "sluice_conn_map", 8, 8, 16, NULL);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(bpf_obj_pin(fd, path), 0);
+	close(fd);
+	T.b = loader_open();
+	cr_assert_eq(bpfl_attach_cgroup(T.b, "sb", T.cg), 0);
+	check_redirect(T.cg, "198.18.0.9", "198.18.0.9", T.lfd4, 0, "198.18.0.9");
+}
+
 /*
  * Nested sandboxes: inner cgroup runs its programs, then the outer's (which
  * see the listener address). The original destination must survive.
