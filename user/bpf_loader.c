@@ -228,6 +228,30 @@ static int bpfl_set_pins(struct bpfl *b)
 	return 0;
 }
 
+/* open + load the skeleton into b->skel; on error b->skel is NULL. */
+static int bpfl_load(struct bpfl *b, bool cgroup_from_sk)
+{
+	int r;
+
+	b->skel = sluice_bpf__open();
+	if (!b->skel)
+		return errno ? -errno : -EINVAL;
+	b->skel->rodata->sl_cgroup_from_sk = cgroup_from_sk;
+	/* Pin paths before load: libbpf then reuses compatible pinned maps. */
+	r = bpfl_set_pins(b);
+	if (r < 0)
+		goto out_destroy;
+	r = sluice_bpf__load(b->skel);
+	if (r < 0)
+		goto out_destroy;
+	return 0;
+
+out_destroy:
+	sluice_bpf__destroy(b->skel);
+	b->skel = NULL;
+	return r;
+}
+
 int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 {
 	struct sluice_cfg cfg = {};
@@ -264,18 +288,12 @@ int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 	if (r < 0)
 		goto out_free;
 
-	b->skel = sluice_bpf__open();
-	if (!b->skel) {
-		r = errno ? -errno : -EINVAL;
+	r = bpfl_load(b, true);
+	/* A kernel whose verifier refuses the socket-cgroup BTF walk: task cgroup. */
+	if (r == -EACCES || r == -EINVAL)
+		r = bpfl_load(b, false);
+	if (r < 0)
 		goto out_free;
-	}
-	/* Pin paths before load: libbpf then reuses compatible pinned maps. */
-	r = bpfl_set_pins(b);
-	if (r < 0)
-		goto out_destroy;
-	r = sluice_bpf__load(b->skel);
-	if (r < 0)
-		goto out_destroy;
 
 	cfg.listen_addr4 = opts->listen_addr4.s_addr;
 	cfg.listen_port = htons(opts->listen_port);

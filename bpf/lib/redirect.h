@@ -12,14 +12,18 @@
  * (SCM_RIGHTS, pidfd_getfd) keeps its sandbox. bpf_sk_cgroup_id() is not
  * offered to cgroup/connect* programs, so the cgroup is read through BTF
  * (bpf_skc_to_tcp_sock() gives a BTF pointer; the loads are fault-safe).
- * sock_cgroup_data.cgroup exists since 5.15; older layouts fall back to the
- * current task's cgroup, which is the same in every other case.
+ * sock_cgroup_data.cgroup exists since 5.15; older layouts, or a kernel whose
+ * verifier refuses the BTF walk here (the loader then reloads with
+ * sl_cgroup_from_sk = false, and the verifier drops the dead branch), fall
+ * back to the current task's cgroup, which is the same in every other case.
  */
+const volatile bool sl_cgroup_from_sk = true;
+
 static __always_inline __u64 sl_sock_cgroup_id(struct bpf_sock_addr *ctx)
 {
 	struct tcp_sock *tp;
 
-	if (!bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+	if (!sl_cgroup_from_sk || !bpf_core_field_exists(struct sock_cgroup_data, cgroup))
 		return bpf_get_current_cgroup_id();
 	tp = bpf_skc_to_tcp_sock(ctx->sk);
 	if (!tp)
