@@ -43,6 +43,7 @@
 static struct {
 	bool skip;
 	bool tfo; /* clients use sendto(MSG_FASTOPEN) instead of connect() */
+	const char *move_to; /* clients move to this cgroup between socket() and connect() */
 	char cg_root[256];
 	char cg[384];
 	char cg_inner[512];
@@ -329,6 +330,13 @@ static void child_main(const char *cg, int type, const struct sockaddr_storage *
 	fd = socket(dst->ss_family, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		_exit(4);
+	if (T.move_to) {
+		snprintf(procs, sizeof(procs), "%s/cgroup.procs", T.move_to);
+		cfd = open(procs, O_WRONLY | O_CLOEXEC);
+		if (cfd < 0 || write(cfd, "0", 1) != 1)
+			_exit(6);
+		close(cfd);
+	}
 	/* MSG_FASTOPEN: connect inside sendto(); the hooks must cover it too. */
 	if (T.tfo)
 		res.err = sendto(fd, "x", 1, MSG_FASTOPEN, (const struct sockaddr *)dst, len) < 0
@@ -647,6 +655,15 @@ Test(bpf_loader, fastopen_redirect)
 	T.tfo = true;
 	check_redirect(T.cg, "198.18.0.9", "198.18.0.9", T.lfd4, 0, "198.18.0.9");
 	check_redirect(T.cg, "2001:db8::1", "2001:db8::1", T.lfd6, 0, "2001:db8::1");
+}
+
+/* A socket keeps the sandbox of its cgroup at socket() time, whoever connects it. */
+Test(bpf_loader, socket_cgroup_not_task_cgroup)
+{
+	NEED_ROOT();
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	T.move_to = T.cg2; /* not attached */
+	check_redirect(T.cg, "198.18.0.9", "198.18.0.9", T.lfd4, 0, "198.18.0.9");
 }
 
 /* Two sibling sandboxes: each keeps its own links and its own cgroup id. */
