@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Test upstream for sluice's integration tests, demo and benchmark.
+
+Python 3 standard library only. One ThreadingHTTPServer per listening port
+(HTTP/1.1 keep-alive), HTTPS with a test certificate and/or plain HTTP, bound
+dual-stack to [::]. Every request is logged as one JSON line to --log (and,
+with --log-connections, every accepted TCP connection too, even one that never
+completes a TLS handshake: the fake metadata server uses this so that any hit
+at all is visible).
+
+Endpoints:
+  GET|HEAD /echo            JSON: method, path, headers, body length/sha256, client, tls, sni
+  GET|HEAD /bytes/N         N bytes of a deterministic pattern (content-length;
+                            ?chunked=1 for chunked). sha256: --pattern-sha256 N
+  GET      /delay/MS        sleep MS milliseconds (max 30000), then a small JSON body
+  GET|HEAD /status/N        answer with status N and a small JSON body
+  POST|PUT /upload          read the body streaming (content-length or chunked),
+                            answer {"bytes": n, "sha256": hex}
+Expect: 100-continue is honoured (http.server sends the interim response).
+"""
+import argparse
+import hashlib
+import json
+import os
+import socket
+import socketserver
+import ssl
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+BLOCK = 65536
+MAX_BYTES = 1 << 34
+LOG_LOCK = threading.Lock()
+LOG_FILE = None
+
+
+def pattern_block(i):
+    """Block i of the /bytes pattern: its index as 8 big-endian bytes, repeated."""
+    return struct.pack(">Q", i) * (BLOCK // 8)
+
+
+def pattern_chunks(n):
+    i = 0
+    while n > 0:
+        b = pattern_block(i)
+        if n < BLOCK:
+            b = b[:n]
+        yield b
+        n -= len(b)
+        i += 1
+
+
+def pattern_sha256(n):
+    h = hashlib.sha256()
+    for b in pattern_chunks(n):
+        h.update(b)
+    return h.hexdigest()
+
+
+def log_line(obj):
+    if LOG_FILE is None:
+        return
+    obj["ts"] = round(time.time(), 6)
+    line = json.dumps(obj, sort_keys=True) + "\n"
+    with LOG_LOCK:
+        LOG_FILE.write(line)
+        LOG_FILE.flush()
+
+
+def plain_addr(a):
+    return a[7:] if a.startswith("::ffff:") else a
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sluice-test-upstream/1"
+    timeout = 60  # idle keep-alive connections close after this
+
+    def log_message(self, fmt, *args):  # stderr stays quiet; the JSON log is the record
+        pass
+
+    # --- body helpers -------------------------------------------------
+    def read_body(self, sink):
+        """Stream the request body into sink(bytes). Returns (length, chunked)."""
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            total = 0
+            while True:
+                line = self.rfile.readline(1024)
+                if not line:
+                    raise ValueError("eof in chunk size")
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while True:  # trailers
+                        t = self.rfile.readline(8192)
+                        if t in (b"\r\n", b"\n", b""):
+                            break
+                    return total, True
+                left = size
+                while left > 0:
+                    b = self.rfile.read(min(left, BLOCK))
+                    if not b:
+                        raise ValueError("eof in chunk")
+                    sink(b)
+                    left -= len(b)
+                total += size
+                self.rfile.readline(8)  # CRLF after the chunk
+        n = int(self.headers.get("Content-Length") or 0)
+        left = n
+        while left > 0:
+            b = self.rfile.read(min(left, BLOCK))
+            if not b:
+                raise ValueError("eof in body")
+            sink(b)
+            left -= len(b)
+        return n, False
+
+    def send_json(self, status, obj, head=False):
+        body = (json.dumps(obj, sort_keys=True) + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        return len(body)
+
+    # --- dispatch -----------------------------------------------------
+    def handle_one(self, head=False):
+        t0 = time.time()
+        url = urlsplit(self.path)
+        q = parse_qs(url.query)
+        parts = url.path.strip("/").split("/")
+        h = hashlib.sha256()
+        status = 500
+        sent = 0
+        try:
+            body_len, chunked_in = self.read_body(h.update)
+        except (ValueError, OSError) as e:
+            self.close_connection = True
+            self.record(t0, 400, 0, False, 0, error=str(e))
+            return
+        try:
+            if parts[0] == "echo":
+                status = 200
+                sent = self.send_json(200, {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": [[k, v] for k, v in self.headers.items()],
+                    "body_len": body_len,
+                    "body_sha256": h.hexdigest(),
+                    "client": plain_addr(self.client_address[0]),
+                    "tls": self.server.tls,
+                    "sni": getattr(self.connection, "sni", None),
+                }, head)
+            elif parts[0] == "bytes" and len(parts) == 2 and parts[1].isdigit():
+                n = min(int(parts[1]), MAX_BYTES)
+                chunked = q.get("chunked", ["0"])[0] == "1"
+                status = 200
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(n))
+                self.end_headers()
+                if not head:
+                    for b in pattern_chunks(n):
+                        if chunked:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+                        else:
+                            self.wfile.write(b)
+                        sent += len(b)
+                    if chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+            elif parts[0] == "delay" and len(parts) == 2 and parts[1].isdigit():
+                time.sleep(min(int(parts[1]), 30000) / 1000.0)
+                status = 200
+                sent = self.send_json(200, {"delayed_ms": int(parts[1])}, head)
+            elif parts[0] == "status" and len(parts) == 2 and parts[1].isdigit():
+                status = int(parts[1])
+                if status < 200 or status in (204, 304):
+                    self.send_response(status)
+                    self.end_headers()
+                else:
+                    sent = self.send_json(status, {"status": status}, head)
+            elif parts[0] == "upload" and self.command in ("POST", "PUT"):
+                status = 200
+                sent = self.send_json(200, {"bytes": body_len, "sha256": h.hexdigest(),
+                                            "chunked": chunked_in})
+            else:
+                status = 404
+                sent = self.send_json(404, {"error": "not_found"}, head)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError) as e:
+            self.close_connection = True
+            self.record(t0, status, body_len, chunked_in, sent, error=str(e))
+            return
+        self.record(t0, status, body_len, chunked_in, sent)
+
+    def record(self, t0, status, body_len, chunked_in, sent, error=None):
+        obj = {
+            "kind": "request",
+            "method": self.command,
+            "path": self.path,
+            "host": self.headers.get("Host"),
+            "client": plain_addr(self.client_address[0]),
+            "client_port": self.client_address[1],
+            "server_port": self.server.server_address[1],
+            "tls": self.server.tls,
+            "sni": getattr(self.connection, "sni", None),
+            "headers": [[k, v] for k, v in self.headers.items()],
+            "body_len": body_len,
+            "body_chunked": chunked_in,
+            "status": status,
+            "sent": sent,
+            "ms": round((time.time() - t0) * 1000, 3),
+        }
+        if error:
+            obj["error"] = error
+        log_line(obj)
+
+    def do_GET(self):
+        self.handle_one()
+
+    def do_HEAD(self):
+        self.handle_one(head=True)
+
+    def do_POST(self):
+        self.handle_one()
+
+    def do_PUT(self):
+        self.handle_one()
+
+    def do_DELETE(self):
+        self.handle_one()
+
+
+class Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, addr, port, tls_ctx, log_connections):
+        self.tls_ctx = tls_ctx
+        self.tls = tls_ctx is not None
+        self.log_connections = log_connections
+        if ":" not in addr:
+            self.address_family = socket.AF_INET
+        super().__init__((addr, port), Handler, bind_and_activate=False)
+        if addr == "::":
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.server_bind()
+        self.server_activate()
+
+    def server_bind(self):
+        # HTTPServer.server_bind calls getfqdn(): a DNS lookup that hangs in a
+        # namespace with no resolver. The name is never used here.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = "upstream.test"
+        self.server_port = self.server_address[1]
+
+    def finish_request(self, request, client_address):
+        # Runs in the connection's own thread: the TLS handshake happens here,
+        # so a slow or broken client never blocks accept().
+        if self.log_connections:
+            log_line({"kind": "connection", "client": plain_addr(client_address[0]),
+                      "client_port": client_address[1],
+                      "server_port": self.server_address[1]})
+        if self.tls_ctx is not None:
+            request.settimeout(30)
+            try:
+                request = self.tls_ctx.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log_line({"kind": "tls_error", "client": plain_addr(client_address[0]),
+                          "server_port": self.server_address[1], "error": str(e)})
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        pass  # clients going away mid-request are normal in these tests
+
+
+def make_tls_ctx(cert, key):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+
+    def on_sni(sslobj, name, _ctx):
+        sslobj.sni = name  # sslobj is the server-side SSLSocket: Handler reads it back
+        return None
+    ctx.sni_callback = on_sni
+    return ctx
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--http", type=int, action="append", default=[],
+                    help="plain HTTP port (repeatable)")
+    ap.add_argument("--https", type=int, action="append", default=[],
+                    help="HTTPS port (repeatable; needs --cert/--key)")
+    ap.add_argument("--bind", action="append", default=[],
+                    help="address to listen on (repeatable; default [::] dual-stack)")
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--log", help="JSON-lines log file (appended)")
+    ap.add_argument("--log-connections", action="store_true",
+                    help="also log every accepted TCP connection")
+    ap.add_argument("--ready", help="file created once every port listens")
+    ap.add_argument("--pattern-sha256", type=int, metavar="N",
+                    help="print the sha256 of /bytes/N and exit")
+    a = ap.parse_args()
+
+    if a.pattern_sha256 is not None:
+        print(pattern_sha256(a.pattern_sha256))
+        return 0
+    if not a.http and not a.https:
+        ap.error("nothing to serve: give --http and/or --https")
+
+    global LOG_FILE
+    if a.log:
+        LOG_FILE = open(a.log, "a", buffering=1)
+    tls_ctx = make_tls_ctx(a.cert, a.key) if a.https else None
+    servers = []
+    for addr in a.bind or ["::"]:
+        servers += [Server(addr, p, None, a.log_connections) for p in a.http]
+        servers += [Server(addr, p, tls_ctx, a.log_connections) for p in a.https]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    if a.ready:
+        with open(a.ready, "w") as f:
+            f.write("%d\n" % os.getpid())
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
