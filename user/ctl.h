@@ -2,7 +2,8 @@
 /*
  * ctl: the minimal control channel between sluicectl and sluiced, over a
  * Unix stream socket (run_dir/sluiced.sock, 0600, peers checked with
- * SO_PEERCRED: uid 0 only). One request line, one reply line:
+ * SO_PEERCRED: uid 0, or sluiced's own euid when it is not root). One request
+ * line, one reply line:
  *
  *   PING                               -> OK pong
  *   CA                                 -> OK <path of the CA certificate>
@@ -13,7 +14,7 @@
  * Lines are at most CTL_LINE_MAX bytes including the '\n'; fields may not
  * contain tab or newline. Other failures: "ERR line too long", "ERR unknown
  * command", "ERR usage: ...", "ERR invalid sandbox id", "ERR permission
- * denied" (peer uid not 0). A client has 5 s to send its line.
+ * denied" (peer uid not allowed). A client has 5 s to send its line.
  * The full management API (HTTP + JSON) replaces this later.
  */
 #ifndef SLUICE_CTL_H

@@ -150,6 +150,13 @@ static void pin_dir_setup(void)
 	cr_assert_not_null(mkdtemp(pin_dir));
 }
 
+/* Skip before anything is made: a skipped test does not run .fini. */
+static void root_pin_dir_setup(void)
+{
+	need_root();
+	pin_dir_setup();
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	return remove(path);
@@ -235,7 +242,7 @@ static uint64_t netns_cookie(int fd)
 	return cookie;
 }
 
-Test(sandbox, netns_pin_listen_remove, .init = pin_dir_setup, .fini = pin_dir_teardown)
+Test(sandbox, netns_pin_listen_remove, .init = root_pin_dir_setup, .fini = pin_dir_teardown)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sin);
@@ -243,7 +250,6 @@ Test(sandbox, netns_pin_listen_remove, .init = pin_dir_setup, .fini = pin_dir_te
 	ino_t self_before;
 	int lfd, hfd;
 
-	need_root();
 	unique_name(name, sizeof(name), "ns");
 	snprintf(pin, sizeof(pin), "%s/netns/%s", pin_dir, name);
 	self_before = ino_of("/proc/thread-self/ns/net");
