@@ -48,7 +48,10 @@ void bpfl_close(struct bpfl *b);
  */
 int bpfl_attach_cgroup(struct bpfl *b, const char *sandbox_id, const char *cgroup_path);
 
-/* Unpin (and so detach) the links of sandbox_id. Missing id: 0. */
+/*
+ * Detach (synchronously, BPF_LINK_DETACH) and unpin the links of sandbox_id.
+ * Missing id: 0.
+ */
 int bpfl_detach_cgroup(struct bpfl *b, const char *sandbox_id);
 
 /* true when links for sandbox_id are pinned. */
