@@ -23,7 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "sandbox.h"
+/* Included to reach the static fallback killer (kernels without cgroup.kill). */
+#include "../../user/sandbox.c"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -139,6 +140,42 @@ Test(sandbox, cgroup_lifecycle)
 	cr_expect_eq(sb_cgroup_remove("/tmp"), -ENOTDIR);
 	cr_expect_eq(sb_cgroup_enter("/nonexistent/sluice", 0), -ENOENT);
 	cr_assert_eq(sb_cgroup_remove(top), 0);
+}
+
+static pid_t sleeper_in(const char *cg)
+{
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		for (int i = 0; i < 100; i++) /* bounded: 10 s at most */
+			usleep(100000);
+		_exit(0);
+	}
+	cr_assert_eq(sb_cgroup_enter(cg, pid), 0);
+	return pid;
+}
+
+Test(sandbox, cgroup_kill_fallback)
+{
+	char root[4096], name[64], cg[4200], sub[4300];
+	pid_t a, b;
+	int status;
+
+	need_root();
+	cr_assert_eq(sb_cgroup2_root(root, sizeof(root)), 0);
+	unique_name(name, sizeof(name), "sluice-test");
+	snprintf(cg, sizeof(cg), "%s/%s", root, name);
+	snprintf(sub, sizeof(sub), "%s/sub", cg);
+	cr_assert_eq(sb_cgroup_create(sub), 0);
+	a = sleeper_in(cg);
+	b = sleeper_in(sub);
+	cgroup_kill_procs(cg, 0);
+	cr_assert_eq(waitpid(a, &status, 0), a);
+	cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	cr_assert_eq(waitpid(b, &status, 0), b);
+	cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	cr_assert_eq(sb_cgroup_remove(cg), 0);
 }
 
 /* A temp dir for netns pins; its netns/ subdir becomes a mount point. */
