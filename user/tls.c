@@ -1252,7 +1252,7 @@ const char *tls_server_name(SSL *ssl)
 SSL *tls_client_new(struct tls *t, const char *host)
 {
 	char name[TLS_NAME_MAX + 1];
-	SSL_SESSION *sess;
+	SSL_SESSION *sess, *cached;
 	struct tls_conn *c;
 	int kind;
 	SSL *ssl;
@@ -1274,14 +1274,17 @@ SSL *tls_client_new(struct tls *t, const char *host)
 		goto out_free;
 	}
 
+	/* Each connection resumes from its own copy: OpenSSL may mark the
+	 * session it was given (unclean close), and cached copies stay pristine. */
 	pthread_mutex_lock(&t->sess_lock);
-	sess = tls_lru_get(&t->sessions, name, time(NULL));
-	if (sess)
-		SSL_SESSION_up_ref(sess);
+	cached = tls_lru_get(&t->sessions, name, time(NULL));
+	sess = cached ? SSL_SESSION_dup(cached) : NULL;
 	pthread_mutex_unlock(&t->sess_lock);
 	if (sess) {
 		SSL_set_session(ssl, sess);
 		SSL_SESSION_free(sess);
+	} else if (cached) {
+		ERR_clear_error();	/* no copy: a full handshake, not an error */
 	}
 	SSL_set_connect_state(ssl);
 	return ssl;
