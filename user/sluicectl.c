@@ -46,6 +46,8 @@ static char sock_path[PATH_MAX + 16];
 
 /* The command `run` waits for; read by the signal forwarder. */
 static volatile sig_atomic_t child_pid;
+/* A signal that arrived while `run` was still setting up (no child yet). */
+static volatile sig_atomic_t early_signal;
 
 static void die_internal(const char *what, int err)
 {
@@ -194,7 +196,9 @@ static void forward_signal(int sig, siginfo_t *si, void *uc)
 {
 	int saved = errno;
 
-	if (child_pid > 0 && si->si_code != SI_KERNEL)
+	if (child_pid <= 0)
+		early_signal = sig;
+	else if (si->si_code != SI_KERNEL)
 		kill(child_pid, sig);
 	errno = saved;
 }
@@ -239,22 +243,34 @@ static void run_child(const char *cgroup, const char *pin, const char *ca, char 
 	_exit(EXIT_EXEC);
 }
 
+/* From the start of `run`: a signal never kills sluicectl half-way (which
+ * would leave the cgroup and pin behind); before CMD exists it is noted and
+ * `run` stops after cleaning up, afterwards it is forwarded. */
+static void install_forwarder(void)
+{
+	struct sigaction sa = { .sa_sigaction = forward_signal, .sa_flags = SA_SIGINFO | SA_RESTART };
+
+	for (size_t i = 0; i < sizeof(forwarded_signals) / sizeof(forwarded_signals[0]); i++)
+		sigaction(forwarded_signals[i], &sa, NULL);
+}
+
 /* Fork CMD after attach succeeded and wait for it, forwarding signals. */
 static int run_and_wait(const char *cgroup, const char *pin, const char *ca, char **cmd)
 {
-	struct sigaction sa = { .sa_sigaction = forward_signal, .sa_flags = SA_SIGINFO | SA_RESTART };
 	sigset_t block, old;
 	int status;
 	pid_t pid;
 
 	sigemptyset(&block);
-	for (size_t i = 0; i < sizeof(forwarded_signals) / sizeof(forwarded_signals[0]); i++) {
-		sigaction(forwarded_signals[i], &sa, NULL);
+	for (size_t i = 0; i < sizeof(forwarded_signals) / sizeof(forwarded_signals[0]); i++)
 		sigaddset(&block, forwarded_signals[i]);
-	}
 	/* Blocked across fork so a signal is never lost between fork and
 	 * child_pid being set, nor run by the child on the parent's handler. */
 	sigprocmask(SIG_BLOCK, &block, &old);
+	if (early_signal) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return 128 + early_signal;
+	}
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0) {
@@ -362,6 +378,7 @@ static int cmd_run(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
+	install_forwarder();
 	/* Ask first: no plumbing is made when sluiced is not there. */
 	ex = request(ca_env ? "CA" : "PING", reply, sizeof(reply));
 	if (ex)
