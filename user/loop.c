@@ -21,6 +21,7 @@ struct loop {
 	pthread_mutex_t post_lock;
 	struct loop_post_item *posts, **posts_tail;
 	struct loop_defer *defers, **defers_tail;
+	struct loop_post_item *garbage;  /* fn(arg) after the batch */
 	void (*tick_cb)(void *arg);
 	void *tick_arg;
 	uint64_t now_ms, next_tick_ms;
@@ -199,6 +200,33 @@ int loop_post(struct loop *l, void (*fn)(void *arg), void *arg)
 
 uint64_t loop_now_ms(struct loop *l) { return l->now_ms; }
 
+int loop_free_later(struct loop *l, void *ptr, void (*fn)(void *ptr))
+{
+	struct loop_post_item *it = malloc(sizeof(*it));
+
+	if (!it) {
+		/* Leaking is better than a use-after-free. */
+		return -ENOMEM;
+	}
+	it->fn = fn;
+	it->arg = ptr;
+	it->next = l->garbage;
+	l->garbage = it;
+	return 0;
+}
+
+static void loop_collect(struct loop *l)
+{
+	struct loop_post_item *it = l->garbage, *next;
+
+	l->garbage = NULL;
+	for (; it; it = next) {
+		next = it->next;
+		it->fn(it->arg);
+		free(it);
+	}
+}
+
 static void loop_run_defers(struct loop *l)
 {
 	/* Take the current queue: callbacks that re-defer run next round, so a
@@ -243,9 +271,13 @@ int loop_run(struct loop *l)
 				loop_run_posts(l);
 				continue;
 			}
+			/* Deleted earlier in this batch: its owner is going away. */
+			if (!io->registered)
+				continue;
 			io->cb(io, evs[i].events);
 		}
 		loop_run_defers(l);
+		loop_collect(l);
 	}
 	return 0;
 }

@@ -47,6 +47,10 @@ void loop_defer(struct loop *l, struct loop_defer *d);
 /* Remove d from the defer queue if queued (before freeing its owner). */
 void loop_defer_cancel(struct loop *l, struct loop_defer *d);
 
+/* Free ptr with fn after the current batch of events: an object whose
+ * loop_io was deleted may still have an event queued in this batch. */
+int loop_free_later(struct loop *l, void *ptr, void (*fn)(void *ptr));
+
 /* Called about once a second on the loop thread (timeouts). */
 void loop_set_tick(struct loop *l, void (*cb)(void *arg), void *arg);
 

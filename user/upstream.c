@@ -37,7 +37,8 @@ static void up_free(struct upconn *u)
 {
 	loop_io_del(u->pool->loop, &u->io);
 	conn_close(&u->c);
-	free(u);
+	if (loop_free_later(u->pool->loop, u, free) < 0)
+		u->owner = NULL; /* leaked on ENOMEM rather than freed under the batch */
 }
 
 static void idle_unlink(struct upconn *u)
@@ -339,7 +340,7 @@ void up_release(struct upconn *u, bool reusable)
 	u->notify = NULL;
 	if (!reusable || u->state != UP_READY || u->c.eof || p->idle_max == 0) {
 		if (u->state == UP_FAILED)
-			free(u);
+			loop_free_later(p->loop, u, free);
 		else
 			up_free(u);
 		return;

@@ -1,0 +1,1553 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "bpf_loader.h"
+#include "buf.h"
+#include "conn.h"
+#include "http1.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "tls.h"
+#include "upstream.h"
+
+#define SANDBOX_MAX 4096
+#define SB_ID_LEN 64
+#define CLIENT_IN_BUF 16384
+#define UP_IN_BUF 16384
+#define PUMP_ROUNDS 16
+
+struct sandbox_ent {
+	char id[SB_ID_LEN + 1];
+	uint64_t cgroup_id;
+	bool used;
+};
+
+struct listener {
+	int fd;
+	char owner[SB_ID_LEN + 1];
+	struct listener *next;
+};
+
+struct worker;
+
+/* One worker's registration of a shared listening socket. */
+struct wlisten {
+	struct loop_io io;
+	struct worker *w;
+	struct listener *l;
+	struct wlisten *next;
+};
+
+struct sess;
+
+struct worker {
+	struct proxy *p;
+	unsigned idx;
+	pthread_t thread;
+	struct loop *loop;
+	struct up_pool *pool;
+	struct wlisten *listens;
+	struct sess *sessions;
+	unsigned nsessions;
+};
+
+struct proxy {
+	struct proxy_cfg cfg;
+	size_t head_reserve;
+	struct tls *tls;
+	struct bpfl *bpfl;
+	struct worker *workers;
+	unsigned nworkers;
+	pthread_rwlock_t sb_lock;
+	struct sandbox_ent sandboxes[SANDBOX_MAX];
+	pthread_mutex_t l_lock;
+	struct listener *listeners;
+	atomic_uint open_conns;
+	atomic_ulong total_conns, total_requests, refused_conns, upstream_errors, tls_handshakes;
+};
+
+enum sess_state {
+	S_SNIFF = 1,
+	S_HANDSHAKE = 2,
+	S_HTTP = 3,
+	S_CONNECT_REPLY = 4,
+	S_TUNNEL = 5,
+	S_CLOSING = 6,
+};
+
+struct sess {
+	struct worker *w;
+	struct loop_io io;
+	struct loop_defer kick;
+	struct conn c;
+	struct upconn *up;
+	struct sess *next, *prev;
+	enum sess_state state;
+	bool dead;
+
+	char sb_id[SB_ID_LEN + 1];
+	uint64_t cgroup_id;
+	char orig_ip[INET6_ADDRSTRLEN];
+	uint16_t orig_port;
+	bool orig_is_listener;
+
+	bool tls;
+	bool have_sni;
+	bool sni_mismatch;
+	char sni[256];
+	bool via_connect;
+	char connect_host[256];
+	uint16_t connect_port;
+
+	struct buf cin, cout, uout, uin;
+	struct http1_parser req, resp;
+
+	/* the request in flight */
+	bool req_active;
+	bool req_done;
+	bool resp_head_sent;
+	bool resp_done;
+	bool close_after;
+	bool is_head;
+	bool upgrade_req;
+	bool req_has_body;
+	bool retried;
+	bool up_eof_seen;
+	char up_name[256];
+	uint16_t up_port;
+	bool up_tls;
+	char key[UP_KEY_MAX];
+	char *retry_head;
+	size_t retry_head_len;
+	uint64_t last_ms, req_start_ms;
+	unsigned requests;
+};
+
+static void sess_pump(struct sess *s);
+
+void proxy_cfg_defaults(struct proxy_cfg *cfg)
+{
+	cfg->max_header_bytes = 32768;
+	cfg->body_buffer = 65536;
+	cfg->idle_timeout_ms = 60000;
+	cfg->io_timeout_ms = 60000;
+	cfg->connect_timeout_ms = 10000;
+	cfg->handshake_timeout_ms = 10000;
+	cfg->pool_idle_max = 256;
+	cfg->pool_idle_timeout_ms = 30000;
+	cfg->max_conns = 16384;
+}
+
+/* ---- small helpers ---- */
+
+static size_t json_escape(char *out, size_t outlen, const char *in)
+{
+	size_t o = 0;
+
+	for (; *in && o + 7 < outlen; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20 || c >= 0x7f) {
+			o += (size_t)snprintf(out + o, outlen - o, "\\u%04x", c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o] = 0;
+	return o;
+}
+
+/* Proxy-Status "details" is an sf-string: printable ASCII, " and \ escaped. */
+static void sf_escape(char *out, size_t outlen, const char *in)
+{
+	size_t o = 0;
+
+	for (; *in && o + 3 < outlen; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (c < 0x20 || c >= 0x7f)
+			continue;
+		if (c == '"' || c == '\\')
+			out[o++] = '\\';
+		out[o++] = (char)c;
+	}
+	out[o] = 0;
+}
+
+static void sess_touch(struct sess *s) { s->last_ms = loop_now_ms(s->w->loop); }
+
+/*
+ * Answer the current request ourselves and close afterwards. status/code are
+ * the HTTP status and our stable error code; pstype is the RFC 9209
+ * Proxy-Status error type. If the upstream's response head already went out,
+ * all we can do is cut the connection.
+ */
+static void sess_fail(struct sess *s, int status, const char *code, const char *pstype,
+		      const char *detail)
+{
+	char body[1024], edetail[512], ehost[300], sfd[300], head[1024];
+	int bl, hl;
+
+	if (s->up) {
+		up_release(s->up, false);
+		s->up = NULL;
+	}
+	if (s->resp_head_sent || s->state == S_TUNNEL) {
+		s->dead = true;
+		return;
+	}
+	json_escape(edetail, sizeof(edetail), detail ? detail : "");
+	json_escape(ehost, sizeof(ehost), s->up_name);
+	bl = snprintf(body, sizeof(body),
+		      "{\"error\":\"%s\",\"status\":%d,\"detail\":\"%s\",\"host\":\"%s\","
+		      "\"sandbox\":\"%s\"}\n",
+		      code, status, edetail, ehost, s->sb_id);
+	sf_escape(sfd, sizeof(sfd), detail ? detail : "");
+	hl = snprintf(head, sizeof(head),
+		      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+		      "Proxy-Status: sluice; error=%s; details=\"%s\"\r\nCache-Control: no-store\r\n"
+		      "Connection: close\r\n\r\n",
+		      status, http1_reason(status), bl, pstype, sfd);
+	/* cout always has head_reserve free when a head can be produced */
+	if (buf_append(&s->cout, head, (size_t)hl) < 0 ||
+	    buf_append(&s->cout, body, (size_t)bl) < 0) {
+		s->dead = true;
+		return;
+	}
+	s->resp_head_sent = true;
+	s->state = S_CLOSING;
+	if (status >= 500)
+		atomic_fetch_add(&s->w->p->upstream_errors, 1);
+	log_info("sandbox=%s %d %s host=%s: %s", s->sb_id, status, code, s->up_name,
+		 detail ? detail : "");
+}
+
+/* ---- request side ---- */
+
+static int sess_route(struct sess *s, const struct http1_head *h, const char **ret_target,
+		      size_t *ret_target_len)
+{
+	char hhost[256] = "", ahost[256], why[400];
+	uint16_t hport = 0, aport = 0;
+	bool has_host = false, abs = false, abs_tls = false;
+	const char *url = http1_url(h), *hv = NULL;
+	size_t hl = 0, path_off = 0;
+	int nhost = 0, r;
+
+	for (unsigned i = 0; i < h->nf; i++) {
+		if (h->f[i].name_len == 4 && strncasecmp(http1_name(h, i), "host", 4) == 0) {
+			nhost++;
+			hv = http1_value(h, i);
+			hl = h->f[i].value_len;
+		}
+	}
+	if (nhost > 1) {
+		sess_fail(s, 400, "bad_request", "http_request_error", "more than one Host header");
+		return -1;
+	}
+	if (nhost == 1) {
+		if (http1_split_authority(hv, hl, 0, hhost, sizeof(hhost), &hport) < 0) {
+			sess_fail(s, 400, "bad_request", "http_request_error", "invalid Host header");
+			return -1;
+		}
+		has_host = true;
+	}
+	r = http1_parse_absolute(url, h->url_len, &abs_tls, ahost, sizeof(ahost), &aport, &path_off);
+	if (r == -EINVAL) {
+		sess_fail(s, 400, "bad_request", "http_request_error", "invalid request target");
+		return -1;
+	}
+	abs = r == 0;
+	*ret_target = abs ? url + path_off : url;
+	*ret_target_len = abs ? h->url_len - path_off : h->url_len;
+	if (!abs && (h->url_len == 0 || url[0] != '/') && !(h->url_len == 1 && url[0] == '*')) {
+		sess_fail(s, 400, "bad_request", "http_request_error", "invalid request target");
+		return -1;
+	}
+
+	if (s->tls) {
+		s->up_tls = true;
+		s->up_port = s->via_connect ? s->connect_port : s->orig_port;
+		if (s->sni_mismatch) {
+			snprintf(why, sizeof(why), "TLS server name %s does not match CONNECT %s",
+				 s->sni, s->connect_host);
+			goto misdirected;
+		}
+		if (s->have_sni) {
+			snprintf(s->up_name, sizeof(s->up_name), "%s", s->sni);
+		} else if (s->via_connect) {
+			snprintf(s->up_name, sizeof(s->up_name), "%s", s->connect_host);
+		} else if (has_host) {
+			snprintf(s->up_name, sizeof(s->up_name), "%s", hhost);
+		} else {
+			snprintf(s->up_name, sizeof(s->up_name), "%s", s->sni);
+		}
+		if (has_host && strcmp(hhost, s->up_name) != 0) {
+			snprintf(why, sizeof(why), "Host %s does not match %s %s", hhost,
+				 s->have_sni ? "TLS server name" : "CONNECT authority", s->up_name);
+			goto misdirected;
+		}
+		if (abs && strcmp(ahost, s->up_name) != 0) {
+			snprintf(why, sizeof(why), "request target host %s does not match %s", ahost,
+				 s->up_name);
+			goto misdirected;
+		}
+	} else if (abs) {
+		s->up_tls = abs_tls;
+		snprintf(s->up_name, sizeof(s->up_name), "%s", ahost);
+		s->up_port = aport;
+		if (s->via_connect && strcmp(ahost, s->connect_host) != 0) {
+			snprintf(why, sizeof(why), "request target host %s does not match CONNECT %s",
+				 ahost, s->connect_host);
+			goto misdirected;
+		}
+	} else if (has_host) {
+		s->up_tls = false;
+		snprintf(s->up_name, sizeof(s->up_name), "%s", hhost);
+		if (s->via_connect && strcmp(hhost, s->connect_host) != 0) {
+			snprintf(why, sizeof(why), "Host %s does not match CONNECT %s", hhost,
+				 s->connect_host);
+			goto misdirected;
+		}
+		if (hport)
+			s->up_port = hport;
+		else if (s->via_connect)
+			s->up_port = s->connect_port;
+		else if (!s->orig_is_listener)
+			s->up_port = s->orig_port; /* what the program actually dialled */
+		else
+			s->up_port = 80;
+	} else if (s->via_connect) {
+		s->up_tls = false;
+		snprintf(s->up_name, sizeof(s->up_name), "%s", s->connect_host);
+		s->up_port = s->connect_port;
+	} else if (!s->orig_is_listener) {
+		s->up_tls = false;
+		snprintf(s->up_name, sizeof(s->up_name), "%s", s->orig_ip);
+		s->up_port = s->orig_port;
+	} else {
+		sess_fail(s, 400, "bad_request", "http_request_error",
+			  "no Host header and no destination");
+		return -1;
+	}
+	snprintf(s->key, sizeof(s->key), "%s|%c|%s|%u", s->sb_id, s->up_tls ? 's' : 'p', s->up_name,
+		 s->up_port);
+	return 0;
+
+misdirected:
+	sess_fail(s, 421, "host_mismatch", "http_request_denied", why);
+	return -1;
+}
+
+static int put(char *out, size_t cap, size_t *len, const char *p, size_t n)
+{
+	if (*len + n > cap)
+		return -ENOBUFS;
+	memcpy(out + *len, p, n);
+	*len += n;
+	return 0;
+}
+
+static int put_str(char *out, size_t cap, size_t *len, const char *p)
+{
+	return put(out, cap, len, p, strlen(p));
+}
+
+static void upstream_notify(void *owner)
+{
+	sess_pump(owner);
+}
+
+static void sess_handle_connect(struct sess *s, const struct http1_head *h)
+{
+	static const char ok[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
+
+	if (s->tls || s->via_connect || s->requests > 0) {
+		sess_fail(s, 400, "bad_request", "http_request_error",
+			  "CONNECT is only accepted as the first request of a plain connection");
+		return;
+	}
+	if (http1_split_authority(http1_url(h), h->url_len, 0, s->connect_host,
+				  sizeof(s->connect_host), &s->connect_port) < 0 ||
+	    s->connect_port == 0) {
+		sess_fail(s, 400, "bad_request", "http_request_error",
+			  "CONNECT needs an authority host:port");
+		return;
+	}
+	s->via_connect = true;
+	snprintf(s->up_name, sizeof(s->up_name), "%s", s->connect_host);
+	buf_append(&s->cout, ok, sizeof(ok) - 1);
+	s->state = S_CONNECT_REPLY;
+	/* The tunnel starts a new byte stream: a fresh parser for it. */
+	http1_free(&s->req);
+	http1_init(&s->req, false, s->w->p->cfg.max_header_bytes);
+}
+
+/* The request head is complete: route it and queue the upstream head. */
+static void sess_request_head(struct sess *s)
+{
+	struct proxy *p = s->w->p;
+	const struct http1_head *h = &s->req.head;
+	const char *target, *method = llhttp_method_name((llhttp_method_t)h->method);
+	size_t tlen, len = 0, cap = buf_free_total(&s->uout);
+	char *out;
+	const char *upg = NULL;
+	size_t upg_len = 0;
+	bool has_host = false;
+	int r = 0;
+
+	if (h->method == HTTP_CONNECT) {
+		sess_handle_connect(s, h);
+		return;
+	}
+	s->req_active = true;
+	s->req_start_ms = loop_now_ms(s->w->loop);
+	s->requests++;
+	atomic_fetch_add(&p->total_requests, 1);
+	if (sess_route(s, h, &target, &tlen) < 0)
+		return;
+	s->is_head = h->method == HTTP_HEAD;
+	s->close_after = !h->keep_alive;
+	s->req_has_body = h->chunked || h->content_length > 0;
+	s->upgrade_req = false;
+	upg = http1_get(h, "upgrade", &upg_len);
+	if (upg && h->upgrade) {
+		size_t cl;
+		const char *cv = http1_get(h, "connection", &cl);
+
+		s->upgrade_req = cv && http1_list_has(cv, cl, "upgrade");
+	}
+
+	if (buf_space(&s->uout) < cap)
+		buf_compact(&s->uout);
+	out = buf_tail(&s->uout);
+	cap = s->uout.cap - s->uout.len;
+	r |= put_str(out, cap, &len, method);
+	r |= put(out, cap, &len, " ", 1);
+	if (tlen)
+		r |= put(out, cap, &len, target, tlen);
+	else
+		r |= put(out, cap, &len, "/", 1);
+	r |= put_str(out, cap, &len, " HTTP/1.1\r\n");
+	for (unsigned i = 0; i < h->nf; i++) {
+		if (http1_is_hop_by_hop(h, i))
+			continue;
+		if (h->f[i].name_len == 4 && strncasecmp(http1_name(h, i), "host", 4) == 0)
+			has_host = true;
+		r |= put(out, cap, &len, http1_name(h, i), h->f[i].name_len);
+		r |= put(out, cap, &len, ": ", 2);
+		r |= put(out, cap, &len, http1_value(h, i), h->f[i].value_len);
+		r |= put(out, cap, &len, "\r\n", 2);
+	}
+	if (!has_host) {
+		char hb[300];
+
+		snprintf(hb, sizeof(hb), "Host: %s%s%s\r\n", strchr(s->up_name, ':') ? "[" : "",
+			 s->up_name, strchr(s->up_name, ':') ? "]" : "");
+		r |= put_str(out, cap, &len, hb);
+	}
+	if (s->upgrade_req) {
+		r |= put_str(out, cap, &len, "Connection: Upgrade\r\nUpgrade: ");
+		r |= put(out, cap, &len, upg, upg_len);
+		r |= put(out, cap, &len, "\r\n", 2);
+	}
+	r |= put(out, cap, &len, "\r\n", 2);
+	if (r) {
+		sess_fail(s, 431, "header_too_large", "http_request_error",
+			  "request head too large after rewriting");
+		return;
+	}
+	/* A bodiless request on a reused connection can be replayed once if the
+	 * server had closed that connection meanwhile. */
+	free(s->retry_head);
+	s->retry_head = NULL;
+	if (!s->req_has_body) {
+		s->retry_head = malloc(len);
+		if (s->retry_head) {
+			memcpy(s->retry_head, out, len);
+			s->retry_head_len = len;
+		}
+	}
+	s->uout.len += len;
+	s->retried = false;
+	s->up_eof_seen = false;
+	s->resp_head_sent = false;
+	s->resp_done = false;
+	http1_next(&s->resp);
+	s->resp.err_status = 0;
+	s->resp.no_body = s->is_head;
+	s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls, upstream_notify,
+			   s);
+	if (!s->up)
+		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
+	log_debug("sandbox=%s %s %s://%s:%u%.*s", s->sb_id, method, s->up_tls ? "https" : "http",
+		  s->up_name, s->up_port, (int)(tlen > 200 ? 200 : tlen), target);
+}
+
+static bool client_fill(struct sess *s)
+{
+	ssize_t n;
+	size_t space;
+
+	if (s->c.eof || s->state == S_CLOSING)
+		return false;
+	space = buf_space(&s->cin);
+	if (!space)
+		return false;
+	n = conn_read(&s->c, buf_tail(&s->cin), space);
+	if (n > 0) {
+		s->cin.len += (size_t)n;
+		sess_touch(s);
+		return true;
+	}
+	if (n < 0) {
+		s->dead = true;
+		return false;
+	}
+	return s->c.eof;
+}
+
+static bool client_flush(struct sess *s)
+{
+	bool progress = false;
+
+	while (s->cout.len) {
+		ssize_t n = conn_write(&s->c, buf_head(&s->cout), s->cout.len);
+
+		if (n < 0) {
+			s->dead = true;
+			return false;
+		}
+		if (n == 0)
+			break;
+		buf_consume(&s->cout, (size_t)n);
+		sess_touch(s);
+		progress = true;
+	}
+	return progress;
+}
+
+static bool request_parse(struct sess *s)
+{
+	struct proxy *p = s->w->p;
+	enum http1_event ev;
+	size_t room, n;
+	bool body_phase;
+	ssize_t used;
+
+	if (s->state != S_HTTP || s->req.done || s->req.err_status)
+		return false;
+	if (!s->cin.len) {
+		if (s->c.eof) {
+			int e = http1_eof(&s->req);
+
+			if (e == 0 && !s->req_active) {
+				s->state = S_CLOSING; /* idle keep-alive closed by the client */
+				return true;
+			}
+			if (e < 0) {
+				s->dead = true; /* request cut short: nothing sane to answer */
+				return false;
+			}
+		}
+		return false;
+	}
+	room = buf_free_total(&s->uout);
+	if (room <= p->head_reserve)
+		return false;
+	n = s->cin.len < room - p->head_reserve ? s->cin.len : room - p->head_reserve;
+	body_phase = s->req.in_body && s->req.head_seen;
+	used = http1_feed(&s->req, buf_head(&s->cin), n, &ev);
+	if (ev == HTTP1_EV_ERROR) {
+		if (s->req.err_status == 431)
+			sess_fail(s, 431, "header_too_large", "http_request_error",
+				  s->req.err_reason);
+		else
+			sess_fail(s, 400, "bad_request", "http_request_error", s->req.err_reason);
+		return true;
+	}
+	if (body_phase && used > 0 && s->up)
+		buf_append(&s->uout, buf_head(&s->cin), (size_t)used);
+	buf_consume(&s->cin, (size_t)used);
+	if (ev == HTTP1_EV_HEAD) {
+		sess_request_head(s);
+		if (s->state != S_HTTP)
+			return true;
+	}
+	if (s->req.done && s->req_active)
+		s->req_done = true;
+	return used > 0 || ev != HTTP1_EV_NONE;
+}
+
+/* ---- upstream side ---- */
+
+static bool up_retry(struct sess *s)
+{
+	if (s->retried || !s->up || !s->up->reused || !s->retry_head || s->resp.head_seen ||
+	    s->uin.len)
+		return false;
+	up_release(s->up, false);
+	s->retried = true;
+	s->uout.len = 0;
+	s->uout.off = 0;
+	buf_append(&s->uout, s->retry_head, s->retry_head_len);
+	/* bypass the pool: key gets a unique suffix for this one acquire */
+	s->up = up_acquire(s->w->pool, "", s->up_name, s->up_port, s->up_tls, upstream_notify, s);
+	if (!s->up)
+		return false;
+	snprintf(s->up->key, sizeof(s->up->key), "%s", s->key);
+	http1_next(&s->resp);
+	s->resp.no_body = s->is_head;
+	return true;
+}
+
+static void up_broken(struct sess *s, const char *what)
+{
+	char why[300];
+
+	if (up_retry(s))
+		return;
+	snprintf(why, sizeof(why), "%s (%s)", what, s->up ? s->up->addr_text : "?");
+	sess_fail(s, 502, "upstream_closed", "http_response_incomplete", why);
+}
+
+static bool upstream_io(struct sess *s)
+{
+	struct upconn *u = s->up;
+	bool progress = false;
+	enum up_state before;
+	ssize_t n;
+
+	if (!u)
+		return false;
+	before = u->state;
+	if (u->state == UP_CONNECTING || u->state == UP_HANDSHAKE)
+		up_progress(u);
+	if (u->state != before)
+		progress = true;
+	if (u->state == UP_FAILED) {
+		const char *ps = u->fail_status == 403 ? "destination_ip_prohibited"
+				 : strcmp(u->fail_code, "upstream_dns_failed") == 0 ? "dns_error"
+				 : strcmp(u->fail_code, "upstream_tls_failed") == 0
+					 ? "tls_certificate_error"
+					 : "connection_refused";
+		char detail[sizeof(u->fail_detail)];
+
+		snprintf(detail, sizeof(detail), "%s", u->fail_detail);
+		sess_fail(s, u->fail_status, u->fail_code, ps, detail);
+		return true;
+	}
+	if (u->state != UP_READY)
+		return progress;
+	while (s->uout.len) {
+		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
+		if (n < 0) {
+			up_broken(s, "upstream reset while sending the request");
+			return true;
+		}
+		if (n == 0)
+			break;
+		buf_consume(&s->uout, (size_t)n);
+		sess_touch(s);
+		progress = true;
+	}
+	if (!s->resp_done && !u->c.eof) {
+		size_t space = buf_space(&s->uin);
+
+		if (space) {
+			n = conn_read(&u->c, buf_tail(&s->uin), space);
+			if (n > 0) {
+				s->uin.len += (size_t)n;
+				sess_touch(s);
+				progress = true;
+			} else if (n < 0) {
+				up_broken(s, "upstream reset");
+				return true;
+			} else if (u->c.eof) {
+				progress = true;
+			}
+		}
+	}
+	return progress;
+}
+
+static void sess_response_head(struct sess *s)
+{
+	struct proxy *p = s->w->p;
+	const struct http1_head *h = &s->resp.head;
+	size_t len = 0, cap;
+	char line[64], *out;
+	bool final = h->status >= 200 || h->status == 101;
+	bool switching = h->status == 101 && s->upgrade_req;
+	int r = 0;
+
+	(void)p;
+	if (h->status == 101 && !s->upgrade_req) {
+		sess_fail(s, 502, "upstream_bad_response", "http_protocol_error",
+			  "101 Switching Protocols without an Upgrade request");
+		return;
+	}
+	if (final && (h->needs_eof || !h->keep_alive))
+		s->close_after = s->close_after || h->needs_eof;
+	buf_compact(&s->cout);
+	out = buf_tail(&s->cout);
+	cap = s->cout.cap - s->cout.len;
+	snprintf(line, sizeof(line), "HTTP/1.1 %d ", h->status);
+	r |= put_str(out, cap, &len, line);
+	r |= put(out, cap, &len, http1_url(h), h->url_len);
+	r |= put(out, cap, &len, "\r\n", 2);
+	for (unsigned i = 0; i < h->nf; i++) {
+		if (http1_is_hop_by_hop(h, i))
+			continue;
+		r |= put(out, cap, &len, http1_name(h, i), h->f[i].name_len);
+		r |= put(out, cap, &len, ": ", 2);
+		r |= put(out, cap, &len, http1_value(h, i), h->f[i].value_len);
+		r |= put(out, cap, &len, "\r\n", 2);
+	}
+	if (switching) {
+		size_t ul;
+		const char *uv = http1_get(h, "upgrade", &ul);
+
+		r |= put_str(out, cap, &len, "Connection: Upgrade\r\n");
+		if (uv) {
+			r |= put_str(out, cap, &len, "Upgrade: ");
+			r |= put(out, cap, &len, uv, ul);
+			r |= put(out, cap, &len, "\r\n", 2);
+		}
+	} else if (final && s->close_after) {
+		r |= put_str(out, cap, &len, "Connection: close\r\n");
+	} else if (final && s->req.head.http_minor == 0) {
+		r |= put_str(out, cap, &len, "Connection: keep-alive\r\n");
+	}
+	r |= put(out, cap, &len, "\r\n", 2);
+	if (r) {
+		sess_fail(s, 502, "upstream_bad_response", "http_response_header_section_size",
+			  "response head too large");
+		return;
+	}
+	s->cout.len += len;
+	if (final)
+		s->resp_head_sent = true;
+}
+
+static bool response_parse(struct sess *s)
+{
+	struct proxy *p = s->w->p;
+	enum http1_event ev;
+	size_t room, n;
+	bool body_phase;
+	ssize_t used;
+
+	if (s->state != S_HTTP || !s->up || s->up->state != UP_READY || s->resp_done)
+		return false;
+	if (!s->uin.len) {
+		if (s->up->c.eof && !s->up_eof_seen) {
+			int e = http1_eof(&s->resp);
+
+			s->up_eof_seen = true;
+			if (e == 1) {
+				s->resp_done = true;
+				s->close_after = true;
+				return true;
+			}
+			if (s->resp_head_sent) {
+				s->dead = true; /* body cut short: the client must see it */
+				return false;
+			}
+			up_broken(s, "upstream closed the connection before answering");
+			return true;
+		}
+		return false;
+	}
+	room = buf_free_total(&s->cout);
+	if (room <= p->head_reserve)
+		return false;
+	n = s->uin.len < room - p->head_reserve ? s->uin.len : room - p->head_reserve;
+	body_phase = s->resp.in_body && s->resp.head_seen;
+	used = http1_feed(&s->resp, buf_head(&s->uin), n, &ev);
+	if (ev == HTTP1_EV_ERROR) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "malformed response: %s", s->resp.err_reason);
+		sess_fail(s, 502, "upstream_bad_response", "http_protocol_error", why);
+		return true;
+	}
+	if (body_phase && used > 0)
+		buf_append(&s->cout, buf_head(&s->uin), (size_t)used);
+	buf_consume(&s->uin, (size_t)used);
+	if (ev == HTTP1_EV_HEAD) {
+		sess_response_head(s);
+		if (s->state != S_HTTP)
+			return true;
+	}
+	if (s->resp.done) {
+		int st = s->resp.head.status;
+
+		if (st == 101 && s->upgrade_req) {
+			s->resp_done = true;
+			s->state = S_TUNNEL;
+			/* what the client sent after the upgrade request goes up as-is */
+			buf_append(&s->uout, buf_head(&s->cin), s->cin.len);
+			buf_consume(&s->cin, s->cin.len);
+			buf_append(&s->cout, buf_head(&s->uin), s->uin.len);
+			buf_consume(&s->uin, s->uin.len);
+			return true;
+		}
+		if (st < 200) {
+			http1_next(&s->resp); /* interim (100 Continue): the final one follows */
+			s->resp.no_body = s->is_head;
+		} else {
+			s->resp_done = true;
+		}
+	}
+	return used > 0 || ev != HTTP1_EV_NONE;
+}
+
+/* Both halves of the exchange are over: recycle or close. */
+static bool exchange_finish(struct sess *s)
+{
+	bool reusable;
+
+	if (s->state != S_HTTP || !s->req_active || !s->resp_done)
+		return false;
+	if (!s->req_done) {
+		/* Answered before the request body ended: neither side is reusable. */
+		up_release(s->up, false);
+		s->up = NULL;
+		s->state = S_CLOSING;
+		return true;
+	}
+	if (s->uout.len)
+		return false;
+	reusable = s->resp.head.keep_alive && !s->resp.head.needs_eof && !s->uin.len;
+	up_release(s->up, reusable);
+	s->up = NULL;
+	s->req_active = false;
+	s->req_done = false;
+	s->resp_done = false;
+	s->resp_head_sent = false;
+	if (s->close_after) {
+		s->state = S_CLOSING;
+		return true;
+	}
+	http1_next(&s->req);
+	return true;
+}
+
+/* ---- states ---- */
+
+static bool st_sniff(struct sess *s)
+{
+	unsigned char b;
+	ssize_t n;
+
+	if (s->cin.len) {
+		/* bytes left after CONNECT: only plain HTTP can follow unread */
+		if ((unsigned char)buf_head(&s->cin)[0] == 0x16) {
+			s->dead = true;
+			return false;
+		}
+		s->state = S_HTTP;
+		return true;
+	}
+	n = recv(s->c.fd, &b, 1, MSG_PEEK);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		s->dead = true;
+		return false;
+	}
+	if (n < 0)
+		return false;
+	sess_touch(s);
+	if (b == 0x16) {
+		const char *fallback = s->via_connect ? s->connect_host
+				       : s->orig_is_listener ? NULL : s->orig_ip;
+		SSL *ssl = tls_server_new(s->w->p->tls, fallback);
+
+		if (!ssl) {
+			s->dead = true;
+			return false;
+		}
+		conn_start_tls(&s->c, ssl);
+		s->tls = true;
+		s->state = S_HANDSHAKE;
+	} else {
+		s->state = S_HTTP;
+	}
+	return true;
+}
+
+static bool st_handshake(struct sess *s)
+{
+	int r = conn_handshake(&s->c);
+	const char *name;
+
+	if (r == 0)
+		return false;
+	if (r < 0) {
+		char why[200];
+
+		log_debug("sandbox=%s client TLS handshake failed: %s", s->sb_id,
+			  conn_error(&s->c, why, sizeof(why)));
+		s->dead = true;
+		return false;
+	}
+	atomic_fetch_add(&s->w->p->tls_handshakes, 1);
+	sess_touch(s);
+	name = tls_server_name(s->c.ssl);
+	snprintf(s->sni, sizeof(s->sni), "%s", name ? name : "");
+	s->have_sni = SSL_get_servername(s->c.ssl, TLSEXT_NAMETYPE_host_name) != NULL;
+	if (s->via_connect && s->have_sni && strcmp(s->sni, s->connect_host) != 0)
+		s->sni_mismatch = true;
+	s->state = S_HTTP;
+	return true;
+}
+
+static bool st_http(struct sess *s)
+{
+	bool p = false;
+
+	p |= client_fill(s);
+	if (s->dead)
+		return false;
+	p |= request_parse(s);
+	if (s->dead || s->state != S_HTTP)
+		return true;
+	p |= upstream_io(s);
+	if (s->dead || s->state != S_HTTP)
+		return true;
+	p |= response_parse(s);
+	if (s->dead)
+		return false;
+	p |= client_flush(s);
+	if (s->dead)
+		return false;
+	p |= exchange_finish(s);
+	return p;
+}
+
+static bool st_connect_reply(struct sess *s)
+{
+	bool p = client_flush(s);
+
+	if (s->dead)
+		return false;
+	if (!s->cout.len) {
+		s->state = S_SNIFF;
+		return true;
+	}
+	return p;
+}
+
+static bool st_tunnel(struct sess *s)
+{
+	struct upconn *u = s->up;
+	bool p = false;
+	ssize_t n;
+
+	if (!u || u->state != UP_READY) {
+		s->dead = true;
+		return false;
+	}
+	p |= client_fill(s);
+	if (s->cin.len) {
+		size_t m = buf_free_total(&s->uout) < s->cin.len ? buf_free_total(&s->uout) : s->cin.len;
+
+		buf_append(&s->uout, buf_head(&s->cin), m);
+		buf_consume(&s->cin, m);
+	}
+	if (!u->c.eof && buf_space(&s->uin)) {
+		n = conn_read(&u->c, buf_tail(&s->uin), buf_space(&s->uin));
+		if (n > 0) {
+			s->uin.len += (size_t)n;
+			p = true;
+		} else if (n < 0) {
+			s->dead = true;
+			return false;
+		}
+	}
+	if (s->uin.len) {
+		size_t m = buf_free_total(&s->cout) < s->uin.len ? buf_free_total(&s->cout) : s->uin.len;
+
+		buf_append(&s->cout, buf_head(&s->uin), m);
+		buf_consume(&s->uin, m);
+	}
+	while (s->uout.len) {
+		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
+		if (n < 0) {
+			s->dead = true;
+			return false;
+		}
+		if (!n)
+			break;
+		buf_consume(&s->uout, (size_t)n);
+		p = true;
+	}
+	p |= client_flush(s);
+	if (s->dead)
+		return false;
+	if ((s->c.eof && !s->cin.len && !s->uout.len) || (u->c.eof && !s->uin.len && !s->cout.len)) {
+		/* one side finished: a WebSocket close ends the exchange */
+		s->state = S_CLOSING;
+		return true;
+	}
+	if (p)
+		sess_touch(s);
+	return p;
+}
+
+static bool st_closing(struct sess *s)
+{
+	bool p = client_flush(s);
+
+	if (s->dead)
+		return false;
+	if (!s->cout.len) {
+		conn_shutdown_write(&s->c);
+		s->dead = true;
+	}
+	return p;
+}
+
+/* ---- session lifecycle ---- */
+
+static void sess_free_mem(void *ptr)
+{
+	struct sess *s = ptr;
+
+	buf_free(&s->cin);
+	buf_free(&s->cout);
+	buf_free(&s->uout);
+	buf_free(&s->uin);
+	http1_free(&s->req);
+	http1_free(&s->resp);
+	free(s->retry_head);
+	free(s);
+}
+
+static void sess_destroy(struct sess *s)
+{
+	struct worker *w = s->w;
+
+	loop_io_del(w->loop, &s->io);
+	loop_defer_cancel(w->loop, &s->kick);
+	if (s->up) {
+		up_release(s->up, false);
+		s->up = NULL;
+	}
+	conn_close(&s->c);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	atomic_fetch_sub(&w->p->open_conns, 1);
+	if (loop_free_later(w->loop, s, sess_free_mem) < 0)
+		log_error("out of memory: leaking a session");
+}
+
+static void sess_set_events(struct sess *s)
+{
+	uint32_t ev = 0, uev = 0;
+	struct upconn *u = s->up;
+
+	switch (s->state) {
+	case S_SNIFF:
+		ev = EPOLLIN;
+		break;
+	case S_HANDSHAKE:
+		ev = s->c.want ? s->c.want : EPOLLIN;
+		break;
+	default:
+		if (s->state != S_CLOSING && !s->c.eof && buf_free_total(&s->cin))
+			ev |= EPOLLIN;
+		if (s->cout.len || s->c.want == EPOLLOUT)
+			ev |= EPOLLOUT;
+		break;
+	}
+	loop_io_set(s->w->loop, &s->io, ev);
+	if (u && u->state == UP_READY) {
+		if (!u->c.eof && !s->resp_done && buf_free_total(&s->uin))
+			uev |= EPOLLIN;
+		if (s->state == S_TUNNEL && !u->c.eof && buf_free_total(&s->uin))
+			uev |= EPOLLIN;
+		if (s->uout.len)
+			uev |= EPOLLOUT;
+		up_set_events(u, uev);
+		if (conn_pending(&u->c) && buf_free_total(&s->uin))
+			loop_defer(s->w->loop, &s->kick);
+	} else if (u) {
+		up_set_events(u, 0);
+	}
+	if (s->state >= S_HTTP && conn_pending(&s->c) && buf_free_total(&s->cin))
+		loop_defer(s->w->loop, &s->kick);
+}
+
+static void sess_pump(struct sess *s)
+{
+	for (int i = 0; i < PUMP_ROUNDS && !s->dead; i++) {
+		bool progress = false;
+
+		switch (s->state) {
+		case S_SNIFF:
+			progress = st_sniff(s);
+			break;
+		case S_HANDSHAKE:
+			progress = st_handshake(s);
+			break;
+		case S_HTTP:
+			progress = st_http(s);
+			break;
+		case S_CONNECT_REPLY:
+			progress = st_connect_reply(s);
+			break;
+		case S_TUNNEL:
+			progress = st_tunnel(s);
+			break;
+		case S_CLOSING:
+			progress = st_closing(s);
+			break;
+		}
+		if (!progress)
+			break;
+		if (i == PUMP_ROUNDS - 1)
+			loop_defer(s->w->loop, &s->kick); /* let the others run first */
+	}
+	if (s->dead) {
+		sess_destroy(s);
+		return;
+	}
+	sess_set_events(s);
+}
+
+static void sess_io_cb(struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	sess_pump(container_of(io, struct sess, io));
+}
+
+static void sess_kick_cb(struct loop_defer *d)
+{
+	sess_pump(container_of(d, struct sess, kick));
+}
+
+static bool sandbox_lookup(struct proxy *p, uint64_t cgid, char *ret_id)
+{
+	bool found = false;
+
+	pthread_rwlock_rdlock(&p->sb_lock);
+	for (unsigned i = 0; i < SANDBOX_MAX; i++) {
+		if (p->sandboxes[i].used && p->sandboxes[i].cgroup_id == cgid) {
+			memcpy(ret_id, p->sandboxes[i].id, SB_ID_LEN + 1);
+			found = true;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&p->sb_lock);
+	return found;
+}
+
+static void sess_new(struct worker *w, int fd)
+{
+	struct proxy *p = w->p;
+	struct sluice_orig orig;
+	struct sess *s;
+	int r, one = 1;
+
+	r = bpfl_conn_take(p->bpfl, fd, &orig);
+	if (r < 0) {
+		/* Not sent here by sluice's BPF programs (or the entry is gone):
+		 * nothing tells us whose it is or where it was going. */
+		log_info("closing a connection with no sluice redirect record: %s", strerror(-r));
+		atomic_fetch_add(&p->refused_conns, 1);
+		close(fd);
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		close(fd);
+		return;
+	}
+	if (!sandbox_lookup(p, orig.cgroup_id, s->sb_id)) {
+		log_info("closing a connection from cgroup %llu: not an attached sandbox",
+			 (unsigned long long)orig.cgroup_id);
+		atomic_fetch_add(&p->refused_conns, 1);
+		free(s);
+		close(fd);
+		return;
+	}
+	if (atomic_load(&p->open_conns) >= p->cfg.max_conns) {
+		log_warn("sandbox=%s connection refused: %u open connections (limit)", s->sb_id,
+			 p->cfg.max_conns);
+		atomic_fetch_add(&p->refused_conns, 1);
+		free(s);
+		close(fd);
+		return;
+	}
+	s->w = w;
+	s->cgroup_id = orig.cgroup_id;
+	s->orig_port = ntohs(orig.port);
+	if (orig.family == SLUICE_AF_INET)
+		inet_ntop(AF_INET, orig.addr, s->orig_ip, sizeof(s->orig_ip));
+	else
+		inet_ntop(AF_INET6, orig.addr, s->orig_ip, sizeof(s->orig_ip));
+	{
+		struct sockaddr_storage local;
+		socklen_t ll = sizeof(local);
+		char lip[INET6_ADDRSTRLEN] = "";
+		uint16_t lport = 0;
+
+		if (getsockname(fd, (struct sockaddr *)&local, &ll) == 0) {
+			if (local.ss_family == AF_INET) {
+				inet_ntop(AF_INET, &((struct sockaddr_in *)&local)->sin_addr, lip,
+					  sizeof(lip));
+				lport = ntohs(((struct sockaddr_in *)&local)->sin_port);
+			} else {
+				inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&local)->sin6_addr,
+					  lip, sizeof(lip));
+				lport = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
+			}
+		}
+		s->orig_is_listener = lport == s->orig_port && strcmp(lip, s->orig_ip) == 0;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	conn_init(&s->c, fd, NULL);
+	if (buf_init(&s->cin, CLIENT_IN_BUF) < 0 ||
+	    buf_init(&s->cout, p->cfg.body_buffer + p->head_reserve) < 0 ||
+	    buf_init(&s->uout, p->cfg.body_buffer + p->head_reserve) < 0 ||
+	    buf_init(&s->uin, UP_IN_BUF) < 0 ||
+	    http1_init(&s->req, false, p->cfg.max_header_bytes) < 0 ||
+	    http1_init(&s->resp, true, p->cfg.max_header_bytes) < 0) {
+		conn_close(&s->c);
+		sess_free_mem(s);
+		return;
+	}
+	s->kick.cb = sess_kick_cb;
+	s->state = S_SNIFF;
+	if (loop_io_add(w->loop, &s->io, fd, EPOLLIN, sess_io_cb) < 0) {
+		conn_close(&s->c);
+		sess_free_mem(s);
+		return;
+	}
+	s->next = w->sessions;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	atomic_fetch_add(&p->open_conns, 1);
+	atomic_fetch_add(&p->total_conns, 1);
+	sess_touch(s);
+	log_debug("sandbox=%s accepted, original destination %s:%u", s->sb_id, s->orig_ip,
+		  s->orig_port);
+}
+
+static void listen_cb(struct loop_io *io, uint32_t events)
+{
+	struct wlisten *wl = container_of(io, struct wlisten, io);
+
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		sess_new(wl->w, fd);
+	}
+}
+
+/* Per-second timeouts: no session waits forever on a silent peer. */
+static void worker_tick(void *arg)
+{
+	struct worker *w = arg;
+	struct proxy *p = w->p;
+	uint64_t now = loop_now_ms(w->loop);
+	struct sess *s, *next;
+
+	up_pool_tick(w->pool);
+	for (s = w->sessions; s; s = next) {
+		uint64_t quiet = now - s->last_ms;
+
+		next = s->next;
+		if (s->state == S_SNIFF || s->state == S_HANDSHAKE) {
+			if (quiet > p->cfg.handshake_timeout_ms)
+				s->dead = true;
+		} else if (s->state == S_HTTP && s->req_active) {
+			if (s->up && s->up->state != UP_READY &&
+			    now - s->req_start_ms > p->cfg.connect_timeout_ms) {
+				sess_fail(s, 504, "upstream_connect_timeout", "connection_timeout",
+					  "upstream did not accept the connection in time");
+			} else if (quiet > p->cfg.io_timeout_ms) {
+				sess_fail(s, 504, "upstream_timeout", "http_response_timeout",
+					  "no progress on the request");
+			}
+		} else if (quiet > p->cfg.idle_timeout_ms) {
+			s->dead = true;
+		}
+		if (s->dead)
+			sess_destroy(s);
+		else
+			sess_pump(s);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "sluice-w%u", w->idx);
+	pthread_setname_np(pthread_self(), name);
+	loop_run(w->loop);
+	return NULL;
+}
+
+int proxy_new(const struct proxy_cfg *cfg, struct tls *tls, struct bpfl *bpfl,
+	      struct proxy **ret_proxy)
+{
+	struct proxy *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	p->head_reserve = cfg->max_header_bytes + 1024;
+	p->tls = tls;
+	p->bpfl = bpfl;
+	pthread_rwlock_init(&p->sb_lock, NULL);
+	pthread_mutex_init(&p->l_lock, NULL);
+	*ret_proxy = p;
+	return 0;
+}
+
+int proxy_start(struct proxy *p, unsigned nworkers)
+{
+	int r;
+
+	p->workers = calloc(nworkers, sizeof(*p->workers));
+	if (!p->workers)
+		return -ENOMEM;
+	for (unsigned i = 0; i < nworkers; i++) {
+		struct worker *w = &p->workers[i];
+
+		w->p = p;
+		w->idx = i;
+		r = loop_new(&w->loop);
+		if (r < 0)
+			return r;
+		w->pool = up_pool_new(w->loop, p->tls, p->cfg.pool_idle_max,
+				      p->cfg.pool_idle_timeout_ms);
+		if (!w->pool)
+			return -ENOMEM;
+		loop_set_tick(w->loop, worker_tick, w);
+		p->nworkers = i + 1;
+		r = pthread_create(&w->thread, NULL, worker_main, w);
+		if (r)
+			return -r;
+	}
+	return 0;
+}
+
+void proxy_free(struct proxy *p)
+{
+	if (!p)
+		return;
+	for (unsigned i = 0; i < p->nworkers; i++)
+		loop_stop(p->workers[i].loop);
+	for (unsigned i = 0; i < p->nworkers; i++)
+		pthread_join(p->workers[i].thread, NULL);
+	/* Sessions and pools die with the process; the daemon exits next. */
+	free(p->workers);
+	free(p);
+}
+
+int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id)
+{
+	int slot = -1;
+
+	if (strlen(id) > SB_ID_LEN)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&p->sb_lock);
+	for (unsigned i = 0; i < SANDBOX_MAX; i++) {
+		if (p->sandboxes[i].used && strcmp(p->sandboxes[i].id, id) == 0) {
+			p->sandboxes[i].cgroup_id = cgroup_id;
+			pthread_rwlock_unlock(&p->sb_lock);
+			return 0;
+		}
+		if (!p->sandboxes[i].used && slot < 0)
+			slot = (int)i;
+	}
+	if (slot < 0) {
+		pthread_rwlock_unlock(&p->sb_lock);
+		return -ENOSPC;
+	}
+	snprintf(p->sandboxes[slot].id, sizeof(p->sandboxes[slot].id), "%s", id);
+	p->sandboxes[slot].cgroup_id = cgroup_id;
+	p->sandboxes[slot].used = true;
+	pthread_rwlock_unlock(&p->sb_lock);
+	return 0;
+}
+
+void proxy_sandbox_remove(struct proxy *p, const char *id)
+{
+	pthread_rwlock_wrlock(&p->sb_lock);
+	for (unsigned i = 0; i < SANDBOX_MAX; i++)
+		if (p->sandboxes[i].used && strcmp(p->sandboxes[i].id, id) == 0)
+			p->sandboxes[i].used = false;
+	pthread_rwlock_unlock(&p->sb_lock);
+}
+
+struct listen_op {
+	struct worker *w;
+	struct listener *l;
+	const char *owner;
+	sem_t *done;
+};
+
+static void listen_add_on_worker(void *arg)
+{
+	struct listen_op *op = arg;
+	struct wlisten *wl = calloc(1, sizeof(*wl));
+
+	if (wl) {
+		wl->w = op->w;
+		wl->l = op->l;
+		/* EPOLLEXCLUSIVE: one worker wakes per new connection. */
+		if (loop_io_add(op->w->loop, &wl->io, op->l->fd, EPOLLIN | EPOLLEXCLUSIVE,
+				listen_cb) < 0) {
+			free(wl);
+		} else {
+			wl->next = op->w->listens;
+			op->w->listens = wl;
+		}
+	}
+	sem_post(op->done);
+	free(op);
+}
+
+static void listen_remove_on_worker(void *arg)
+{
+	struct listen_op *op = arg;
+	struct wlisten **pp = &op->w->listens;
+
+	while (*pp) {
+		struct wlisten *wl = *pp;
+
+		if (strcmp(wl->l->owner, op->owner) == 0) {
+			*pp = wl->next;
+			loop_io_del(op->w->loop, &wl->io);
+			loop_free_later(op->w->loop, wl, free);
+		} else {
+			pp = &wl->next;
+		}
+	}
+	sem_post(op->done);
+	free(op);
+}
+
+static void run_on_all_workers(struct proxy *p, void (*fn)(void *), struct listener *l,
+			       const char *owner)
+{
+	sem_t done;
+	unsigned posted = 0;
+
+	sem_init(&done, 0, 0);
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct listen_op *op = calloc(1, sizeof(*op));
+
+		if (!op)
+			continue;
+		op->w = &p->workers[i];
+		op->l = l;
+		op->owner = owner;
+		op->done = &done;
+		if (loop_post(op->w->loop, fn, op) == 0)
+			posted++;
+		else
+			free(op);
+	}
+	while (posted--)
+		while (sem_wait(&done) < 0 && errno == EINTR)
+			;
+	sem_destroy(&done);
+}
+
+int proxy_listener_add(struct proxy *p, int fd, const char *owner_id)
+{
+	struct listener *l = calloc(1, sizeof(*l));
+
+	if (!l)
+		return -ENOMEM;
+	l->fd = fd;
+	snprintf(l->owner, sizeof(l->owner), "%s", owner_id);
+	pthread_mutex_lock(&p->l_lock);
+	l->next = p->listeners;
+	p->listeners = l;
+	pthread_mutex_unlock(&p->l_lock);
+	run_on_all_workers(p, listen_add_on_worker, l, owner_id);
+	return 0;
+}
+
+void proxy_listener_remove(struct proxy *p, const char *owner_id)
+{
+	struct listener **pp, *dead = NULL;
+
+	run_on_all_workers(p, listen_remove_on_worker, NULL, owner_id);
+	pthread_mutex_lock(&p->l_lock);
+	pp = &p->listeners;
+	while (*pp) {
+		struct listener *l = *pp;
+
+		if (strcmp(l->owner, owner_id) == 0) {
+			*pp = l->next;
+			l->next = dead;
+			dead = l;
+		} else {
+			pp = &l->next;
+		}
+	}
+	pthread_mutex_unlock(&p->l_lock);
+	while (dead) {
+		struct listener *n = dead->next;
+
+		close(dead->fd);
+		free(dead);
+		dead = n;
+	}
+}
+
+int proxy_status_json(struct proxy *p, char *out, size_t len)
+{
+	unsigned nsb = 0;
+
+	pthread_rwlock_rdlock(&p->sb_lock);
+	for (unsigned i = 0; i < SANDBOX_MAX; i++)
+		nsb += p->sandboxes[i].used;
+	pthread_rwlock_unlock(&p->sb_lock);
+	return snprintf(out, len,
+			"\"sandboxes\":%u,\"open_connections\":%u,\"total_connections\":%lu,"
+			"\"total_requests\":%lu,\"refused_connections\":%lu,"
+			"\"upstream_errors\":%lu,\"tls_handshakes\":%lu,\"workers\":%u",
+			nsb, atomic_load(&p->open_conns), atomic_load(&p->total_conns),
+			atomic_load(&p->total_requests), atomic_load(&p->refused_conns),
+			atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes),
+			p->nworkers);
+}

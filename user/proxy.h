@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proxy: the data path in userspace. Worker threads (one epoll loop each)
+ * accept redirected connections from sandbox listeners, recover the original
+ * destination from the kernel half, sniff TLS / plain HTTP / CONNECT,
+ * terminate TLS, relay HTTP/1.1 to upstreams with bounded buffers, and
+ * answer failures with a JSON body and a Proxy-Status header.
+ */
+#ifndef SLUICE_PROXY_H
+#define SLUICE_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tls;
+struct bpfl;
+struct proxy;
+
+struct proxy_cfg {
+	size_t max_header_bytes;        /* request/response head limit (431/502) */
+	size_t body_buffer;             /* per direction body buffer */
+	unsigned idle_timeout_ms;       /* client keep-alive idle */
+	unsigned io_timeout_ms;         /* no progress during a request */
+	unsigned connect_timeout_ms;    /* upstream connect + TLS */
+	unsigned handshake_timeout_ms;  /* client TLS handshake */
+	unsigned pool_idle_max;         /* idle upstream conns per worker */
+	unsigned pool_idle_timeout_ms;
+	unsigned max_conns;             /* open client connections, all sandboxes */
+};
+
+void proxy_cfg_defaults(struct proxy_cfg *cfg);
+
+int proxy_new(const struct proxy_cfg *cfg, struct tls *tls, struct bpfl *bpfl,
+	      struct proxy **ret_proxy);
+/* Start nworkers threads. 0 or -errno. */
+int proxy_start(struct proxy *p, unsigned nworkers);
+/* Stop workers, close everything. */
+void proxy_free(struct proxy *p);
+
+/* Sandboxes: connections whose socket cgroup is not registered are closed. */
+int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id);
+void proxy_sandbox_remove(struct proxy *p, const char *id);
+
+/* Hand a listening fd to every worker (the proxy owns it from now on). */
+int proxy_listener_add(struct proxy *p, int fd, const char *owner_id);
+/* Remove and close every listener added for owner_id; returns when no worker
+ * can still accept on them. */
+void proxy_listener_remove(struct proxy *p, const char *owner_id);
+
+/* One line of JSON with counters. */
+int proxy_status_json(struct proxy *p, char *out, size_t len);
+
+#endif

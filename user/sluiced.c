@@ -1,0 +1,586 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sluiced: the sluice daemon. Loads the BPF programs (bpf_loader), owns the
+ * CA (tls), runs the worker loops (proxy), opens a listener inside every
+ * attached sandbox's network namespace (sandbox) and answers sluicectl on the
+ * control socket (ctl). Runs in the foreground; logs to stderr.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "bpf_loader.h"
+#include "ctl.h"
+#include "log.h"
+#include "proxy.h"
+#include "resolve.h"
+#include "sandbox.h"
+#include "tls.h"
+
+#define SLUICE_VERSION "0.1.0"
+#define MAX_SANDBOXES 4096
+
+struct sandbox_info {
+	char id[SB_ID_MAX + 1];
+	char cgroup[PATH_MAX];
+	char netns[PATH_MAX];
+	uint64_t cgroup_id;
+	bool used;
+};
+
+struct daemon {
+	const char *state_dir, *run_dir, *pin_dir, *hosts, *upstream_ca, *ca_cert, *ca_key;
+	const char *self_cgroup;
+	char sock_path[PATH_MAX];
+	uint16_t port;
+	unsigned workers;
+	unsigned cert_cache;
+	struct proxy_cfg pcfg;
+	struct tls *tls;
+	struct bpfl *bpfl;
+	struct proxy *proxy;
+	struct ctl_server *ctl;
+	pthread_mutex_t lock;           /* sandboxes[] and host listener */
+	struct sandbox_info sandboxes[MAX_SANDBOXES];
+	bool host_listening;
+	time_t started;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: sluiced [options]\n"
+		"\n"
+		"The sluice daemon: intercepts every TCP connection of attached sandboxes,\n"
+		"terminates TLS with its own CA and relays HTTP/1.1 to the real upstream.\n"
+		"Runs in the foreground and logs to stderr. Needs root (CAP_BPF,\n"
+		"CAP_NET_ADMIN, CAP_SYS_ADMIN).\n"
+		"\n"
+		"  --state-dir DIR       CA certificate and key (default /var/lib/sluice)\n"
+		"  --run-dir DIR         control socket, sandbox records, netns pins\n"
+		"                        (default /run/sluice)\n"
+		"  --bpf-pin-dir DIR     bpffs pins of maps and links (default /sys/fs/bpf/sluice)\n"
+		"  --port N              listener port inside each sandbox (default 15001)\n"
+		"  --workers N           event loop threads (default: number of CPUs)\n"
+		"  --ca-cert FILE        use this CA certificate (PEM) instead of generating one\n"
+		"  --ca-key FILE         its private key (PEM, mode 0600)\n"
+		"  --upstream-ca FILE    PEM bundle to verify upstream servers (default: system)\n"
+		"  --hosts FILE          /etc/hosts-format overrides for upstream name lookups\n"
+		"  --cgroup PATH         cgroup sluiced moves itself into (default\n"
+		"                        <cgroup2 root>/sluiced); never inside a sandbox\n"
+		"  --cert-cache N        leaf certificates kept (default 1024)\n"
+		"  --max-header-bytes N  request/response head limit (default 32768; 431 above)\n"
+		"  --body-buffer N       per-direction body buffer per connection (default 65536)\n"
+		"  --max-conns N         open client connections, all sandboxes (default 16384)\n"
+		"  --idle-timeout S      keep-alive idle timeout, seconds (default 60)\n"
+		"  --io-timeout S        no-progress timeout during a request (default 60)\n"
+		"  --connect-timeout S   upstream connect + TLS timeout (default 10)\n"
+		"  --log-level LEVEL     error|warn|info|debug (default info)\n"
+		"  --version, --help\n");
+}
+
+static long parse_num(const char *opt, const char *s, long min, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || end == s || v < min || v > max) {
+		fprintf(stderr, "sluiced: %s: expected a number in [%ld, %ld], got '%s'\n", opt, min,
+			max, s);
+		exit(2);
+	}
+	return v;
+}
+
+/* ---- sandboxes ---- */
+
+static struct sandbox_info *sb_find(struct daemon *d, const char *id)
+{
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++)
+		if (d->sandboxes[i].used && strcmp(d->sandboxes[i].id, id) == 0)
+			return &d->sandboxes[i];
+	return NULL;
+}
+
+static int open_listeners(struct daemon *d, const char *netns, const char *owner, char *err,
+			  size_t errlen)
+{
+	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(d->port) };
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(d->port),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	int fd4, fd6, r;
+
+	a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd4 = sb_listen_in_netns(netns, (struct sockaddr *)&a4, sizeof(a4), 4096);
+	if (fd4 < 0) {
+		snprintf(err, errlen, "listen on 127.0.0.1:%u in %s: %s", d->port,
+			 netns ? netns : "the host netns", strerror(-fd4));
+		return fd4;
+	}
+	r = proxy_listener_add(d->proxy, fd4, owner);
+	if (r < 0) {
+		close(fd4);
+		snprintf(err, errlen, "listener: %s", strerror(-r));
+		return r;
+	}
+	fd6 = sb_listen_in_netns(netns, (struct sockaddr *)&a6, sizeof(a6), 4096);
+	if (fd6 < 0) {
+		/* No IPv6 in that netns: v6 connects then fail (closed port), never bypass. */
+		log_warn("sandbox=%s: no [::1]:%u listener (%s); IPv6 connects will fail", owner,
+			 d->port, strerror(-fd6));
+		return 0;
+	}
+	r = proxy_listener_add(d->proxy, fd6, owner);
+	if (r < 0)
+		close(fd6);
+	return 0;
+}
+
+static int do_attach(struct daemon *d, const char *id, const char *cgroup, const char *netns,
+		     bool persist, char *err, size_t errlen)
+{
+	struct sandbox_info *si = NULL;
+	struct sb_record rec;
+	uint64_t cgid;
+	int r;
+
+	if (!sb_id_valid(id)) {
+		snprintf(err, errlen, "invalid sandbox id '%s' (want [A-Za-z0-9_.-]{1,64})", id);
+		return -EINVAL;
+	}
+	if (!sb_is_cgroup2_dir(cgroup)) {
+		snprintf(err, errlen, "%s is not a cgroup v2 directory", cgroup);
+		return -EINVAL;
+	}
+	if (netns && access(netns, R_OK) < 0) {
+		snprintf(err, errlen, "netns %s: %s", netns, strerror(errno));
+		return -errno;
+	}
+	cgid = bpfl_cgroup_id(cgroup);
+	if (!cgid) {
+		snprintf(err, errlen, "cannot read the cgroup id of %s", cgroup);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (sb_find(d, id)) {
+		pthread_mutex_unlock(&d->lock);
+		snprintf(err, errlen, "sandbox '%s' is already attached", id);
+		return -EEXIST;
+	}
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
+		if (d->sandboxes[i].used)
+			continue;
+		if (d->sandboxes[i].cgroup_id == 0) {
+			si = &d->sandboxes[i];
+			break;
+		}
+		si = si ? si : &d->sandboxes[i];
+	}
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
+		if (d->sandboxes[i].used && d->sandboxes[i].cgroup_id == cgid) {
+			pthread_mutex_unlock(&d->lock);
+			snprintf(err, errlen, "cgroup %s is already attached as '%s'", cgroup,
+				 d->sandboxes[i].id);
+			return -EEXIST;
+		}
+	}
+	if (!si) {
+		pthread_mutex_unlock(&d->lock);
+		snprintf(err, errlen, "too many sandboxes (limit %d)", MAX_SANDBOXES);
+		return -ENOSPC;
+	}
+	memset(si, 0, sizeof(*si));
+	snprintf(si->id, sizeof(si->id), "%s", id);
+	snprintf(si->cgroup, sizeof(si->cgroup), "%s", cgroup);
+	snprintf(si->netns, sizeof(si->netns), "%s", netns ? netns : "");
+	si->cgroup_id = cgid;
+	si->used = true;
+
+	r = proxy_sandbox_add(d->proxy, id, cgid);
+	if (r < 0) {
+		snprintf(err, errlen, "register sandbox: %s", strerror(-r));
+		goto out_unuse;
+	}
+	if (netns) {
+		r = open_listeners(d, netns, id, err, errlen);
+		if (r < 0)
+			goto out_unregister;
+	} else if (!d->host_listening) {
+		r = open_listeners(d, NULL, "@host", err, errlen);
+		if (r < 0)
+			goto out_unregister;
+		d->host_listening = true;
+	}
+	r = bpfl_attach_cgroup(d->bpfl, id, cgroup);
+	if (r < 0) {
+		snprintf(err, errlen, "attach BPF programs to %s: %s", cgroup,
+			 r == -ELOOP ? "it contains sluiced itself" : strerror(-r));
+		goto out_listeners;
+	}
+	if (persist) {
+		memset(&rec, 0, sizeof(rec));
+		snprintf(rec.id, sizeof(rec.id), "%s", id);
+		snprintf(rec.cgroup, sizeof(rec.cgroup), "%s", cgroup);
+		snprintf(rec.netns, sizeof(rec.netns), "%s", netns ? netns : "");
+		r = sb_record_save(d->run_dir, &rec);
+		if (r < 0)
+			log_warn("sandbox=%s: cannot save its record (%s): a restarted sluiced will "
+				 "not reopen its listener", id, strerror(-r));
+	}
+	pthread_mutex_unlock(&d->lock);
+	log_info("sandbox=%s attached: cgroup %s (id %llu), netns %s", id, cgroup,
+		 (unsigned long long)cgid, netns ? netns : "host");
+	return 0;
+
+out_listeners:
+	if (netns)
+		proxy_listener_remove(d->proxy, id);
+out_unregister:
+	proxy_sandbox_remove(d->proxy, id);
+out_unuse:
+	si->used = false;
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
+{
+	struct sandbox_info *si;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	si = sb_find(d, id);
+	if (!si) {
+		pthread_mutex_unlock(&d->lock);
+		snprintf(err, errlen, "no sandbox '%s'", id);
+		return -ENOENT;
+	}
+	/* Programs first: from here the sandbox's connects fail, never bypass. */
+	r = bpfl_detach_cgroup(d->bpfl, id);
+	if (r < 0)
+		log_warn("sandbox=%s: detach BPF links: %s", id, strerror(-r));
+	if (si->netns[0])
+		proxy_listener_remove(d->proxy, id);
+	proxy_sandbox_remove(d->proxy, id);
+	sb_record_remove(d->run_dir, id);
+	si->used = false;
+	pthread_mutex_unlock(&d->lock);
+	log_info("sandbox=%s detached", id);
+	return 0;
+}
+
+/* ---- control socket ops ---- */
+
+static int op_attach(void *opaque, const char *id, const char *cgroup, const char *netns,
+		     char *err, size_t errlen)
+{
+	return do_attach(opaque, id, cgroup, netns, true, err, errlen);
+}
+
+static int op_detach(void *opaque, const char *id, char *err, size_t errlen)
+{
+	return do_detach(opaque, id, err, errlen);
+}
+
+static int op_status(void *opaque, char *out, size_t outlen)
+{
+	struct daemon *d = opaque;
+	unsigned long hits = 0, misses = 0;
+	size_t n;
+	bool first = true;
+
+	tls_cache_stats(d->tls, &hits, &misses);
+	n = (size_t)snprintf(out, outlen,
+			     "{\"version\":\"%s\",\"pid\":%d,\"uptime_s\":%ld,\"port\":%u,"
+			     "\"ca\":\"%s\",\"cert_cache_hits\":%lu,\"cert_cache_misses\":%lu,",
+			     SLUICE_VERSION, (int)getpid(), (long)(time(NULL) - d->started),
+			     d->port, tls_ca_path(d->tls), hits, misses);
+	if (n < outlen)
+		n += (size_t)proxy_status_json(d->proxy, out + n, outlen - n);
+	if (n < outlen)
+		n += (size_t)snprintf(out + n, outlen - n, ",\"sandbox_list\":[");
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MAX_SANDBOXES && n < outlen; i++) {
+		struct sandbox_info *si = &d->sandboxes[i];
+
+		if (!si->used)
+			continue;
+		n += (size_t)snprintf(out + n, outlen - n,
+				      "%s{\"id\":\"%s\",\"cgroup\":\"%s\",\"netns\":\"%s\"}",
+				      first ? "" : ",", si->id, si->cgroup,
+				      si->netns[0] ? si->netns : "host");
+		first = false;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (n < outlen)
+		n += (size_t)snprintf(out + n, outlen - n, "]}");
+	if (n >= outlen) {
+		snprintf(out, outlen, "{\"error\":\"status too large\"}");
+		return -ENOBUFS;
+	}
+	return 0;
+}
+
+static const char *op_ca_path(void *opaque)
+{
+	struct daemon *d = opaque;
+
+	return tls_ca_path(d->tls);
+}
+
+static int restore_one(const struct sb_record *r, void *opaque)
+{
+	struct daemon *d = opaque;
+	char err[512];
+
+	if (!sb_is_cgroup2_dir(r->cgroup) || (r->netns[0] && access(r->netns, R_OK) < 0)) {
+		log_warn("sandbox=%s: its cgroup or netns is gone; dropping it", r->id);
+		bpfl_detach_cgroup(d->bpfl, r->id);
+		sb_record_remove(d->run_dir, r->id);
+		return 0;
+	}
+	if (do_attach(d, r->id, r->cgroup, r->netns[0] ? r->netns : NULL, false, err,
+		      sizeof(err)) < 0)
+		log_error("sandbox=%s: cannot restore: %s", r->id, err);
+	return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct daemon dd;
+	struct daemon *d = &dd;
+	static const struct option opts[] = {
+		{ "state-dir", required_argument, NULL, 'S' },
+		{ "run-dir", required_argument, NULL, 'R' },
+		{ "bpf-pin-dir", required_argument, NULL, 'B' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "workers", required_argument, NULL, 'w' },
+		{ "ca-cert", required_argument, NULL, 'c' },
+		{ "ca-key", required_argument, NULL, 'k' },
+		{ "upstream-ca", required_argument, NULL, 'u' },
+		{ "hosts", required_argument, NULL, 'H' },
+		{ "cgroup", required_argument, NULL, 'g' },
+		{ "cert-cache", required_argument, NULL, 'C' },
+		{ "max-header-bytes", required_argument, NULL, 'm' },
+		{ "body-buffer", required_argument, NULL, 'b' },
+		{ "max-conns", required_argument, NULL, 'M' },
+		{ "idle-timeout", required_argument, NULL, 'i' },
+		{ "io-timeout", required_argument, NULL, 'o' },
+		{ "connect-timeout", required_argument, NULL, 't' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	struct tls_opts topts = { 0 };
+	struct bpfl_opts bopts = { 0 };
+	struct ctl_ops ops = { .attach = op_attach, .detach = op_detach, .status = op_status,
+			       .ca_path = op_ca_path };
+	char err[512], cgroot[PATH_MAX], selfcg[PATH_MAX];
+	sigset_t sigs;
+	int c, r, sig;
+	long ncpu;
+
+	d->state_dir = "/var/lib/sluice";
+	d->run_dir = "/run/sluice";
+	d->pin_dir = "/sys/fs/bpf/sluice";
+	d->port = 15001;
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	d->workers = ncpu > 0 ? (unsigned)ncpu : 1;
+	d->cert_cache = 1024;
+	proxy_cfg_defaults(&d->pcfg);
+	pthread_mutex_init(&d->lock, NULL);
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'S': d->state_dir = optarg; break;
+		case 'R': d->run_dir = optarg; break;
+		case 'B': d->pin_dir = optarg; break;
+		case 'p': d->port = (uint16_t)parse_num("--port", optarg, 1, 65535); break;
+		case 'w': d->workers = (unsigned)parse_num("--workers", optarg, 1, 256); break;
+		case 'c': d->ca_cert = optarg; break;
+		case 'k': d->ca_key = optarg; break;
+		case 'u': d->upstream_ca = optarg; break;
+		case 'H': d->hosts = optarg; break;
+		case 'g': d->self_cgroup = optarg; break;
+		case 'C': d->cert_cache = (unsigned)parse_num("--cert-cache", optarg, 1, 1000000); break;
+		case 'm':
+			d->pcfg.max_header_bytes =
+				(size_t)parse_num("--max-header-bytes", optarg, 1024, 1 << 20);
+			break;
+		case 'b':
+			d->pcfg.body_buffer = (size_t)parse_num("--body-buffer", optarg, 4096, 1 << 24);
+			break;
+		case 'M': d->pcfg.max_conns = (unsigned)parse_num("--max-conns", optarg, 1, 1 << 22); break;
+		case 'i':
+			d->pcfg.idle_timeout_ms =
+				(unsigned)parse_num("--idle-timeout", optarg, 1, 86400) * 1000;
+			break;
+		case 'o':
+			d->pcfg.io_timeout_ms = (unsigned)parse_num("--io-timeout", optarg, 1, 86400) * 1000;
+			break;
+		case 't':
+			d->pcfg.connect_timeout_ms =
+				(unsigned)parse_num("--connect-timeout", optarg, 1, 600) * 1000;
+			break;
+		case 'l':
+			if (log_parse_level(optarg, &log_max_level) < 0) {
+				fprintf(stderr, "sluiced: --log-level: error|warn|info|debug\n");
+				return 2;
+			}
+			break;
+		case 'V': printf("sluiced %s\n", SLUICE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "sluiced: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!!d->ca_cert != !!d->ca_key) {
+		fprintf(stderr, "sluiced: --ca-cert and --ca-key go together\n");
+		return 2;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "sluiced: must run as root (BPF, cgroups, network namespaces)\n");
+		return 1;
+	}
+	/* Real secrets will live in this process: no core dumps, no ptrace by peers. */
+	prctl(PR_SET_DUMPABLE, 0);
+	signal(SIGPIPE, SIG_IGN);
+	{
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+
+	/* Our own cgroup: never a sandbox's, so our dials are never redirected. */
+	if (sb_cgroup2_root(cgroot, sizeof(cgroot)) < 0) {
+		fprintf(stderr, "sluiced: no cgroup v2 mount found in /proc/mounts\n");
+		return 1;
+	}
+	if (!d->self_cgroup) {
+		snprintf(selfcg, sizeof(selfcg), "%s/sluiced", cgroot);
+		d->self_cgroup = selfcg;
+	}
+	r = sb_cgroup_create(d->self_cgroup);
+	if (r == 0)
+		r = sb_cgroup_enter(d->self_cgroup, 0);
+	if (r < 0) {
+		fprintf(stderr, "sluiced: cannot move into cgroup %s: %s\n", d->self_cgroup,
+			strerror(-r));
+		return 1;
+	}
+	if (mkdir_p(d->run_dir, 0755) < 0 || mkdir_p(d->state_dir, 0700) < 0) {
+		fprintf(stderr, "sluiced: cannot create %s or %s: %s\n", d->run_dir, d->state_dir,
+			strerror(errno));
+		return 1;
+	}
+
+	topts.state_dir = d->state_dir;
+	topts.ca_cert = d->ca_cert;
+	topts.ca_key = d->ca_key;
+	topts.upstream_ca = d->upstream_ca;
+	topts.cert_cache_size = d->cert_cache;
+	r = tls_init(&topts, &d->tls, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sluiced: TLS setup: %s\n", err);
+		return 1;
+	}
+	r = resolve_init(d->hosts, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sluiced: --hosts: %s\n", err);
+		return 1;
+	}
+
+	/* Block the signals we wait for before any thread starts. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	bopts.pin_dir = d->pin_dir;
+	bopts.listen_port = d->port;
+	inet_pton(AF_INET, "127.0.0.1", &bopts.listen_addr4);
+	bopts.listen_addr6 = in6addr_loopback;
+	r = bpfl_open(&bopts, &d->bpfl);
+	if (r < 0) {
+		fprintf(stderr, "sluiced: loading BPF programs: %s (need root, kernel >= 5.15 with "
+				"BTF; SLUICE_BPF_DEBUG=1 shows the verifier's words)\n",
+			strerror(-r));
+		return 1;
+	}
+	r = proxy_new(&d->pcfg, d->tls, d->bpfl, &d->proxy);
+	if (r == 0)
+		r = proxy_start(d->proxy, d->workers);
+	if (r < 0) {
+		fprintf(stderr, "sluiced: starting workers: %s\n", strerror(-r));
+		return 1;
+	}
+	d->started = time(NULL);
+	sb_record_foreach(d->run_dir, restore_one, d);
+
+	snprintf(d->sock_path, sizeof(d->sock_path), "%s/sluiced.sock", d->run_dir);
+	r = ctl_server_start(d->sock_path, &ops, d, &d->ctl);
+	if (r < 0) {
+		fprintf(stderr, "sluiced: control socket %s: %s\n", d->sock_path, strerror(-r));
+		return 1;
+	}
+	log_info("ready: version %s, %u workers, port %u, CA %s, control %s", SLUICE_VERSION,
+		 d->workers, d->port, tls_ca_path(d->tls), d->sock_path);
+
+	for (;;) {
+		sig = sigwaitinfo(&sigs, NULL);
+		if (sig == SIGHUP) {
+			log_info("SIGHUP: nothing to reload yet (policy reload comes with policies)");
+			continue;
+		}
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+	}
+	log_info("stopping on signal %d; attached sandboxes stay attached and fail closed "
+		 "until sluiced is back", sig);
+	ctl_server_stop(d->ctl);
+	proxy_free(d->proxy);
+	bpfl_close(d->bpfl);
+	tls_free(d->tls);
+	return 0;
+}
