@@ -268,6 +268,7 @@ static int cgroup_rmdir_tree(const char *path, int depth)
 int sb_cgroup_remove(const char *path)
 {
 	struct timespec ts = { 0, SB_CGROUP_POLL_MS * 1000000L };
+	char parent[PATH_MAX];
 	bool have_kill;
 	struct stat st;
 
@@ -275,6 +276,12 @@ int sb_cgroup_remove(const char *path)
 		return errno == ENOENT ? 0 : -errno;
 	if (!sb_is_cgroup2_dir(path))
 		return -ENOTDIR;
+	/* Never the whole hierarchy: killing everything on the host by a bad
+	 * path is not a mistake we can take back. */
+	if (snprintf(parent, sizeof(parent), "%s/..", path) >= (int)sizeof(parent))
+		return -ENAMETOOLONG;
+	if (!sb_is_cgroup2_dir(parent))
+		return -EPERM;
 
 	have_kill = write_file(path, "cgroup.kill", "1") == 0;
 	for (int i = 0; i < SB_CGROUP_KILL_WAIT_MS / SB_CGROUP_POLL_MS; i++) {

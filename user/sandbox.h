@@ -36,7 +36,8 @@ int sb_cgroup_enter(const char *path, int pid);
 /* Kill what is left in the cgroup and below it (cgroup.kill, else SIGKILL
  * each pid in cgroup.procs, repeated), wait up to 2 s for it to empty, then
  * rmdir its child directories depth-first and itself. Missing: 0. Still
- * populated after the wait: -EBUSY. Not on cgroup2: -ENOTDIR. */
+ * populated after the wait: -EBUSY. Not on cgroup2: -ENOTDIR. The cgroup2
+ * root itself: -EPERM. */
 int sb_cgroup_remove(const char *path);
 
 /* Create a network namespace holding only loopback (brought up), pinned by

@@ -138,6 +138,7 @@ Test(sandbox, cgroup_lifecycle)
 
 	cr_expect_eq(sb_cgroup_remove(cg), 0, "missing cgroup is fine");
 	cr_expect_eq(sb_cgroup_remove("/tmp"), -ENOTDIR);
+	cr_expect_eq(sb_cgroup_remove(root), -EPERM);
 	cr_expect_eq(sb_cgroup_enter("/nonexistent/sluice", 0), -ENOENT);
 	cr_assert_eq(sb_cgroup_remove(top), 0);
 }
