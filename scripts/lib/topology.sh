@@ -7,6 +7,7 @@
 #   topo_init PREFIX        names + temp dir for this run (PREFIX: slt/sld/slb)
 #   topo_cleanup_stale      remove leftovers of interrupted runs (dead owner pid)
 #   topo_up                 certs, hosts files, namespaces, veths, upstream, metadata
+#                           (SLT_NO_SERVICES=1: without upstream.py / metadata)
 #   sluiced_start [ARGS]    start build/sluiced (foreground daemon, detached), wait for ping
 #   sluiced_stop            SIGTERM, then SIGKILL
 #   topo_down               stop everything, remove everything (idempotent; used by traps)
@@ -301,7 +302,9 @@ topo_up() {
 	# No controllers needed: only a test-owned parent for sluiced's cgroup
 	# (sluiced creates and enters it) and for the sandboxes' cgroups.
 	mkdir -p "$SLT_CG_SANDBOXES" || return 1
-	topo_services || { slt_log "topology: services failed"; return 1; }
+	if [ "${SLT_NO_SERVICES:-0}" != 1 ]; then
+		topo_services || { slt_log "topology: services failed"; return 1; }
+	fi
 	topo_save_env
 }
 
