@@ -312,6 +312,15 @@ Test(sandbox, netns_pin_listen_remove, .init = root_pin_dir_setup, .fini = pin_d
 		     "cannot connect to the listener from inside the sandbox");
 	close(hfd);
 	close(lfd);
+	/* sluiced also listens on [::1]: lo up must give the netns ::1 too. */
+	{
+		struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+
+		lfd = sb_listen_in_netns(pin, (struct sockaddr *)&s6, sizeof(s6), 8);
+		cr_expect_geq(lfd, 0, "listen on [::1]: %s", strerror(-lfd));
+		if (lfd >= 0)
+			close(lfd);
+	}
 
 	cr_assert_eq(sb_netns_remove(pin), 0);
 	cr_expect_eq(access(pin, F_OK), -1);
