@@ -40,6 +40,7 @@
 #define TLS_BACKDATE_SECS	3600
 #define TLS_LEAF_REFRESH_SECS	86400		/* re-mint a cached leaf this close to expiry */
 #define TLS_CACHE_DEFAULT	1024
+#define TLS_CACHE_MAX		(1U << 20)
 #define TLS_SESSION_CACHE_SIZE	256		/* upstream hosts with a resumable session */
 #define TLS_SERVER_SESS_CACHE	8192		/* server-side TLS 1.2 session-ID cache */
 #define TLS_PEM_MAX		(64 * 1024)	/* ca.pem / ca.key read limit */
@@ -77,7 +78,8 @@ struct tls_lru {
 /* Per-SSL data (both directions), freed with the SSL by the ex_data hook. */
 struct tls_conn {
 	struct tls *t;
-	char fallback[TLS_NAME_MAX + 1];	/* server: name used without SNI; "" none */
+	char fallback[TLS_NAME_MAX + 1];	/* server: normalised name used without SNI */
+	int fallback_kind;			/* its tls_name_kind; 0: no fallback */
 	char name[TLS_NAME_MAX + 1];		/* server: name served; client: host */
 };
 
@@ -1003,7 +1005,7 @@ static int tls_servername_cb(SSL *ssl, int *al, void *arg)
 {
 	struct tls *t = arg;
 	struct tls_conn *c = tls_conn_of(ssl);
-	const char *raw = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	char name[TLS_NAME_MAX + 1];
 	int kind, ok;
 	X509 *x;
@@ -1012,9 +1014,14 @@ static int tls_servername_cb(SSL *ssl, int *al, void *arg)
 		*al = SSL_AD_INTERNAL_ERROR;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
-	if (!raw || !raw[0])
-		raw = c->fallback[0] ? c->fallback : NULL;
-	kind = raw ? tls_name_normalize(raw, true, name) : -EINVAL;
+	if (sni && sni[0]) {
+		kind = tls_name_normalize(sni, true, name);
+	} else if (c->fallback_kind) {
+		kind = c->fallback_kind;
+		memcpy(name, c->fallback, sizeof(name));
+	} else {
+		kind = -EINVAL;
+	}
 	if (kind < 0) {
 		*al = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
@@ -1131,6 +1138,9 @@ int tls_init(const struct tls_opts *opts, struct tls **ret_tls, char *err, size_
 		err[0] = '\0';
 	if (!opts || !ret_tls)
 		return tls_fail(err, errlen, -EINVAL, "missing options");
+	if (cap > TLS_CACHE_MAX)
+		return tls_fail(err, errlen, -EINVAL, "cert_cache_size %u is over %u", cap,
+				TLS_CACHE_MAX);
 	pthread_once(&tls_ex_once, tls_ex_init);
 	if (tls_ex_idx < 0)
 		return tls_fail(err, errlen, -ENOMEM, "SSL ex_data index");
@@ -1226,18 +1236,25 @@ static SSL *tls_ssl_new(struct tls *t, SSL_CTX *ctx, struct tls_conn **ret_conn)
 
 SSL *tls_server_new(struct tls *t, const char *fallback_name)
 {
+	char fallback[TLS_NAME_MAX + 1];
+	int kind = 0;
 	struct tls_conn *c;
 	SSL *ssl;
 
-	if (fallback_name && strlen(fallback_name) > TLS_NAME_MAX + 2) {
-		errno = EINVAL;
-		return NULL;
+	if (fallback_name) {
+		kind = tls_name_normalize(fallback_name, false, fallback);
+		if (kind < 0) {
+			errno = EINVAL;
+			return NULL;
+		}
 	}
 	ssl = tls_ssl_new(t, t->server_ctx, &c);
 	if (!ssl)
 		return NULL;
-	if (fallback_name)
-		snprintf(c->fallback, sizeof(c->fallback), "%s", fallback_name);
+	if (kind) {
+		memcpy(c->fallback, fallback, sizeof(fallback));
+		c->fallback_kind = kind;
+	}
 	SSL_set_accept_state(ssl);
 	return ssl;
 }

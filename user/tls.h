@@ -28,7 +28,7 @@ struct tls_opts {
 	const char *ca_cert;       /* optional PEM path: use this CA instead */
 	const char *ca_key;        /* optional PEM path, required with ca_cert */
 	const char *upstream_ca;   /* optional PEM bundle; NULL: system store */
-	unsigned cert_cache_size;  /* leaf LRU capacity; 0: 1024 */
+	unsigned cert_cache_size;  /* leaf LRU capacity; 0: 1024; max 1048576 */
 };
 
 /*
@@ -55,15 +55,17 @@ X509 *tls_ca_cert(const struct tls *t);
  * handshake from the client's SNI; when the client sends none,
  * fallback_name (an IP literal of the original destination, "[v6]" ok, or
  * NULL; copied) is used. Names are lower-cased and a trailing dot dropped;
- * no name, a name over 253 bytes or with bytes outside [a-z0-9.-_*], or a
- * mint failure fails the handshake with an alert. ALPN: http/1.1 when the
+ * no name, a name over 253 bytes or with bytes outside [a-z0-9.-_*] (an
+ * invalid SNI never falls back), or a mint failure fails the handshake with
+ * an alert. An invalid fallback_name: NULL, errno EINVAL. ALPN: http/1.1 when the
  * client offers it, else none. Modes: partial writes and moving write
  * buffers are allowed. NULL with errno on failure.
  * After the handshake, tls_server_name() gives the name served.
  */
 SSL *tls_server_new(struct tls *t, const char *fallback_name);
 /* The normalised name the leaf was minted for (SNI or fallback), or NULL
- * before the ClientHello was processed. Valid for the SSL's lifetime. */
+ * before the ClientHello was processed. Valid for the SSL's lifetime.
+ * On an SSL from tls_client_new(): the normalised upstream host. */
 const char *tls_server_name(SSL *ssl);
 
 /*
@@ -77,7 +79,8 @@ const char *tls_server_name(SSL *ssl);
 SSL *tls_client_new(struct tls *t, const char *host);
 
 /* Counters for metrics/bench: leaf cache hits and misses (one lookup per
- * server handshake; hits + misses == lookups). Either pointer may be NULL. */
+ * ClientHello processed — two after a HelloRetryRequest; hits + misses ==
+ * lookups). Either pointer may be NULL. */
 void tls_cache_stats(struct tls *t, unsigned long *ret_hits, unsigned long *ret_misses);
 
 #endif

@@ -658,3 +658,38 @@ Test(tls, client_session_resumed_per_host_only)
 	tls_free(c);
 	tls_free(t);
 }
+
+Test(tls, server_invalid_fallback)
+{
+	struct tls *t = init_state(0);
+
+	errno = 0;
+	cr_assert_null(tls_server_new(t, "bad name"));
+	cr_assert_eq(errno, EINVAL);
+	tls_free(t);
+}
+
+Test(tls, cache_size_limit)
+{
+	struct tls_opts o = { .state_dir = state, .cert_cache_size = (1U << 20) + 1 };
+	struct tls *t = NULL;
+	char err[128];
+
+	cr_assert_eq(tls_init(&o, &t, err, sizeof(err)), -EINVAL);
+	cr_assert_null(t);
+}
+
+Test(tls, fallback_ipv6_bracketed)
+{
+	struct tls *t = init_state(0), *c = init_client_side();
+	SSL *srv = tls_server_new(t, "[2001:DB8::2]");
+	SSL *cli = tls_client_new(c, "[2001:db8::2]");
+
+	cr_assert_eq(handshake(srv, cli), 0);
+	cr_assert_eq(SSL_get_verify_result(cli), X509_V_OK);
+	cr_assert_str_eq(tls_server_name(srv), "2001:db8::2");
+	SSL_free(srv);
+	SSL_free(cli);
+	tls_free(c);
+	tls_free(t);
+}
