@@ -237,6 +237,7 @@ slt_spawn_in() {
 	shift 2
 	setsid nsenter --net="$ns" "$@" >"$SLT_TMP/$name.out" 2>&1 </dev/null &
 	echo $! >"$SLT_PIDS/$name"
+	disown $! 2>/dev/null # no job notice when a test kills it
 }
 
 topo_net() {
@@ -329,6 +330,7 @@ sluiced_start() {
 		--cgroup "$SLT_CG_SLUICED" ${SLUICED_ARGS:-} "$@" \
 		>>"$SLT_SLUICED_LOG" 2>&1 </dev/null &
 	pid=$!
+	disown "$pid" 2>/dev/null # tests SIGKILL it: no job notice
 	echo "$pid" >"$SLT_TMP/sluiced.pid"
 	for ((i = 0; i < 100; i++)); do
 		if ! slt_pid_alive "$pid"; then
