@@ -155,9 +155,11 @@ static void addr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
 /* Try addresses from u->ai on; ends in UP_CONNECTING or UP_FAILED. */
 static void start_connect(struct upconn *u)
 {
-	int last_err = 0;
+	int last_err = u->last_err;
 	bool any_allowed = false;
 
+	for (int i = 0; i < u->res.n; i++)
+		any_allowed |= up_addr_allowed(&u->res.addr[i]);
 	for (; u->ai < u->res.n; u->ai++) {
 		struct sockaddr_storage *ss = &u->res.addr[u->ai];
 		socklen_t sl = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
@@ -166,7 +168,6 @@ static void start_connect(struct upconn *u)
 
 		if (!up_addr_allowed(ss))
 			continue;
-		any_allowed = true;
 		fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			last_err = errno;
@@ -278,6 +279,7 @@ void up_progress(struct upconn *u)
 		if (err) {
 			loop_io_del(u->pool->loop, &u->io);
 			conn_close(&u->c);
+			u->last_err = err;
 			u->ai++;
 			start_connect(u);
 			if (u->state == UP_FAILED)

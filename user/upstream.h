@@ -43,6 +43,7 @@ struct upconn {
 	bool orphan;            /* owner left while resolving: free on answer */
 	struct resolve_result res;
 	int ai;                 /* address being tried */
+	int last_err;           /* errno of the last failed attempt */
 	char addr_text[64];     /* address connected to, for logs */
 	/* failure: status to answer (403/502/504), stable code, detail */
 	int fail_status;
