@@ -8,7 +8,14 @@
  *    CA, kept in a bounded LRU cache (thread-safe);
  *  - the server SSL_CTX used toward the sandbox (ALPN: http/1.1 only) and the
  *    client SSL_CTX used toward upstreams (verification against the system
- *    trust store or upstream_ca, hostname checked, ALPN http/1.1).
+ *    trust store or upstream_ca, hostname checked, ALPN http/1.1, sessions
+ *    resumed per exact host name).
+ * Server side: TLS 1.2+, ECDHE (X25519, P-256, P-384) with ECDSA suites
+ * only, stateless session tickets. Renegotiation is off both ways.
+ * SSL_OP_IGNORE_UNEXPECTED_EOF is not set: a peer closing without
+ * close_notify shows as SSL_ERROR_SSL (callers may set it per SSL).
+ * Thread-safe: any function may be called from any thread once tls_init
+ * has returned, except tls_free.
  * The module never logs; errors come back as -errno / NULL plus a message
  * written to the caller's buffer.
  */

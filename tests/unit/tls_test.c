@@ -693,3 +693,27 @@ Test(tls, fallback_ipv6_bracketed)
 	tls_free(c);
 	tls_free(t);
 }
+
+Test(tls, upstream_ca_missing_refused)
+{
+	char ca[PATH_MAX * 2], err[256] = "";
+	struct tls_opts o = { .state_dir = state, .upstream_ca = ca };
+	struct tls *t = NULL;
+
+	snprintf(ca, sizeof(ca), "%s/nope.pem", tmpdir);
+	cr_assert_eq(tls_init(&o, &t, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, "nope.pem"), "err: %s", err);
+	cr_assert_null(t);
+}
+
+Test(tls, system_trust_store_default)
+{
+	struct tls *t = init_state(0);	/* no upstream_ca: system default paths */
+	SSL *cli = tls_client_new(t, "example.test");
+
+	cr_assert_not_null(cli);
+	cr_assert_eq(SSL_get_verify_mode(cli) & SSL_VERIFY_PEER, SSL_VERIFY_PEER);
+	cr_assert_str_eq(SSL_get_servername(cli, TLSEXT_NAMETYPE_host_name), "example.test");
+	SSL_free(cli);
+	tls_free(t);
+}
