@@ -143,45 +143,49 @@ slt_pid_alive "$SPID" || { echo "bench: sluiced died during the benchmark"; exit
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$SPID/status")
 HZ=$(getconf CLK_TCK)
 
-# Figures (mean of the two rounds), all by awk from wrk's output.
+# Figures, by awk from wrk's output: one value per run file.
 # req/s
-rps() { cat "$SLT_TMP"/wrk."$1"."$2".[12] | awk '/^Requests\/sec/ {s += $2; n++} END {printf "%.0f", s / n}'; }
+rps_of() { awk '/^Requests\/sec/ {printf "%.0f", $2}' "$1"; }
 # MiB/s from Transfer/sec (wrk prints binary units: B, KB, MB, GB)
-mibs() {
-	cat "$SLT_TMP"/wrk."$1".1m.[12] | awk '/^Transfer\/sec/ {
-		v = $2; u = v; sub(/[0-9.]+/, "", u); v += 0
+mibs_of() {
+	awk '/^Transfer\/sec/ { v = $2; u = v; sub(/[0-9.]+/, "", u); v += 0
 		f = (u == "GB") ? 1024 : (u == "MB") ? 1 : (u == "KB") ? 1 / 1024 : 1 / 1048576
-		s += v * f; n++ } END {printf "%.1f", s / n}'
+		printf "%.1f", v * f }' "$1"
 }
-# latency percentile in microseconds
-lat_us() {
-	cat "$SLT_TMP"/wrk."$1".lat.[12] | awk -v p="$2%" '$1 == p {
-		v = $2; u = v; sub(/[0-9.]+/, "", u); v += 0
+# latency percentile ($2: 50 or 99) in microseconds
+lat_of() {
+	awk -v p="$2%" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); v += 0
 		f = (u == "s") ? 1000000 : (u == "ms") ? 1000 : 1
-		s += v * f; n++ } END {printf "%.0f", s / n}'
+		printf "%.0f", v * f }' "$1"
+}
+# fig FN MODE NAME [ARG]: sets FIG="mean (run1, run2)" and MEAN.
+fig() {
+	local fn=$1 mode=$2 name=$3 a b
+	a=$($fn "$SLT_TMP/wrk.$mode.$name.1" ${4:-})
+	b=$($fn "$SLT_TMP/wrk.$mode.$name.2" ${4:-})
+	MEAN=$(awk -v a="$a" -v b="$b" 'BEGIN {m = (a + b) / 2; printf (m < 100 ? "%.1f" : "%.0f"), m}')
+	FIG="$MEAN ($a, $b)"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+added() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.0f", a - b}'; }
 
-D_KA=$(rps direct ka) S_KA=$(rps sluice ka)
-D_NEW=$(rps direct new) S_NEW=$(rps sluice new)
-D_1M=$(mibs direct) S_1M=$(mibs sluice)
-D_P50=$(lat_us direct 50) S_P50=$(lat_us sluice 50)
-D_P99=$(lat_us direct 99) S_P99=$(lat_us sluice 99)
+echo "sluice benchmark: $(nproc) cores, $(uname -r), ${SECS}s per wrk run; mean (run 1, run 2)"
+fig rps_of direct ka; D_KA=$MEAN; echo "direct keep-alive req/s (c32): $FIG"
+fig rps_of sluice ka; S_KA=$MEAN; echo "sluice keep-alive req/s (c32): $FIG"
+fig rps_of direct new; D_NEW=$MEAN; echo "direct new-connection req/s (c8): $FIG"
+fig rps_of sluice new; S_NEW=$MEAN; echo "sluice new-connection req/s (c8): $FIG"
+fig mibs_of direct 1m; D_1M=$MEAN; echo "direct 1MiB MiB/s (c4): $FIG"
+fig mibs_of sluice 1m; S_1M=$MEAN; echo "sluice 1MiB MiB/s (c4): $FIG"
+fig lat_of direct lat 50; D_P50=$MEAN; echo "direct p50 latency (us, c1): $FIG"
+fig lat_of sluice lat 50; S_P50=$MEAN; echo "sluice p50 latency (us, c1): $FIG"
+fig lat_of direct lat 99; D_P99=$MEAN; echo "direct p99 latency (us, c1): $FIG"
+fig lat_of sluice lat 99; S_P99=$MEAN; echo "sluice p99 latency (us, c1): $FIG"
 CPU_US=$(awk -v t="$KA_TICKS" -v hz="$HZ" -v r="$KA_REQS" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')
 
-echo "sluice benchmark: $(nproc) cores, $(uname -r), ${SECS}s per wrk run, mean of 2 runs"
-echo "direct keep-alive req/s (c32): $D_KA"
-echo "sluice keep-alive req/s (c32): $S_KA"
-echo "direct new-connection req/s (c8): $D_NEW"
-echo "sluice new-connection req/s (c8): $S_NEW"
-echo "direct 1MiB MiB/s (c4): $D_1M"
-echo "sluice 1MiB MiB/s (c4): $S_1M"
-echo "direct p50/p99 latency (us, c1): $D_P50 / $D_P99"
-echo "sluice p50/p99 latency (us, c1): $S_P50 / $S_P99"
 echo "keep-alive req/s ratio: $(ratio "$S_KA" "$D_KA")"
 echo "new-connection req/s ratio: $(ratio "$S_NEW" "$D_NEW")"
 echo "1MiB MiB/s ratio: $(ratio "$S_1M" "$D_1M")"
-echo "p50 latency added (us): $((S_P50 - D_P50))"
-echo "p99 latency added (us): $((S_P99 - D_P99))"
+echo "p50 latency added (us): $(added "$S_P50" "$D_P50")"
+echo "p99 latency added (us): $(added "$S_P99" "$D_P99")"
 echo "sluiced cpu us/req (keep-alive): $CPU_US"
 echo "sluiced peak rss (MiB): $(awk -v k="$HWM_KB" 'BEGIN {printf "%.1f", k / 1024}')"
