@@ -292,6 +292,11 @@ topo_services() {
 		--resolve "upstream.test:443:$SLT_UP4" https://upstream.test/_probe || return 1
 	nsenter --net="$SLT_GW_NSPATH" curl -sS -o /dev/null --max-time 5 --cacert "$SLT_CA" \
 		--resolve "v6.upstream.test:443:[$SLT_UP6]" https://v6.upstream.test/_probe || return 1
+	# The fake metadata server must really be reachable from sluiced's netns,
+	# or "it logged no hit" would prove nothing. Probe it, then empty its log.
+	nsenter --net="$SLT_GW_NSPATH" curl -sS -o /dev/null --max-time 5 \
+		"http://$SLT_META4/_probe" || return 1
+	: >"$SLT_MD_LOG"
 }
 
 topo_up() {

@@ -121,6 +121,10 @@ for t in "${TESTS[@]}"; do
 	run_one "$t"
 	rc=$?
 	dt=$(elapsed "$t0")
+	if [ $rc -eq 0 ] && ! slt_pid_alive "$(sluiced_pid)"; then
+		echo "FAIL: sluiced died during the test" >>"$SLT_TMP/logs/$t.log"
+		rc=1
+	fi
 	case $rc in
 	0)
 		printf 'PASS  %-34s %6s s\n' "$t" "$dt"
