@@ -22,3 +22,24 @@ test_sandbox_shape() {
 	sbx_run -- sh -c 'exit 7'
 	assert_eq "$?" 7 "exit status of the sandboxed command"
 }
+
+# Negative control for the client tests: without sluice's CA in the
+# environment the same clients must refuse the certificate, so their
+# successes elsewhere mean they really verified a chain from sluice's CA.
+test_untrusted_without_ca_env() {
+	local rc
+	sbx_run --no-ca-env -- curl -sS --max-time 10 -o /dev/null https://upstream.test/echo \
+		2>"$W/curl.err"
+	rc=$?
+	cat "$W/curl.err" >&2
+	assert_eq "$rc" 60 "curl exit status without sluice's CA (60: peer certificate not trusted)"
+	if command -v node >/dev/null; then
+		sbx_run --no-ca-env -- node -e 'fetch("https://upstream.test/echo").then(
+			() => process.exit(0), (e) => { console.error(String(e.cause)); process.exit(3); })' \
+			2>"$W/node.err"
+		rc=$?
+		cat "$W/node.err" >&2
+		assert_eq "$rc" 3 "node fetch without sluice's CA"
+		assert_grep 'certificate' "$W/node.err" "node's error is about the certificate"
+	fi
+}
