@@ -13,6 +13,8 @@ void conn_init(struct conn *c, int fd, SSL *ssl)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
+	c->rd_ready = true;
+	c->wr_ready = true;
 	if (ssl)
 		conn_start_tls(c, ssl);
 	else
@@ -24,8 +26,10 @@ void conn_start_tls(struct conn *c, SSL *ssl)
 	c->ssl = ssl;
 	c->handshake_done = false;
 	SSL_set_fd(ssl, c->fd);
-	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-				  SSL_MODE_RELEASE_BUFFERS);
+	/* No SSL_MODE_RELEASE_BUFFERS: it costs a malloc/free per record. */
+	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	c->rd_ready = true;
+	c->wr_ready = true;
 }
 
 void conn_close(struct conn *c)
@@ -96,6 +100,25 @@ int conn_handshake(struct conn *c)
 	return 0;
 }
 
+void conn_note_events(struct conn *c, uint32_t events)
+{
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+		c->rd_ready = true;
+		if (c->write_wants_read)
+			c->wr_ready = true;
+	}
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+		c->wr_ready = true;
+		if (c->read_wants_write)
+			c->rd_ready = true;
+	}
+}
+
+bool conn_can_read(const struct conn *c)
+{
+	return !c->eof && (c->rd_ready || conn_pending(c));
+}
+
 ssize_t conn_read(struct conn *c, void *buf, size_t len)
 {
 	ssize_t n;
@@ -105,14 +128,19 @@ ssize_t conn_read(struct conn *c, void *buf, size_t len)
 		return 0;
 	if (!c->ssl) {
 		n = recv(c->fd, buf, len, 0);
-		if (n > 0)
+		if (n > 0) {
+			/* A short read means the socket is drained: skip the EAGAIN. */
+			if ((size_t)n < len)
+				c->rd_ready = false;
 			return n;
+		}
 		if (n == 0) {
 			c->eof = true;
 			return 0;
 		}
 		if (errno == EAGAIN || errno == EINTR) {
 			c->want = EPOLLIN;
+			c->rd_ready = false;
 			return 0;
 		}
 		return -errno;
@@ -121,7 +149,12 @@ ssize_t conn_read(struct conn *c, void *buf, size_t len)
 	n = SSL_read(c->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
 	if (n > 0)
 		return n;
-	return ssl_result(c, (int)n);
+	n = ssl_result(c, (int)n);
+	if (n == 0 && c->want) {
+		c->rd_ready = false;
+		c->read_wants_write = c->want == EPOLLOUT;
+	}
+	return n;
 }
 
 ssize_t conn_write(struct conn *c, const void *buf, size_t len)
@@ -131,10 +164,14 @@ ssize_t conn_write(struct conn *c, const void *buf, size_t len)
 	c->want = 0;
 	if (!c->ssl) {
 		n = send(c->fd, buf, len, MSG_NOSIGNAL);
-		if (n >= 0)
+		if (n >= 0) {
+			if ((size_t)n < len)
+				c->wr_ready = false;
 			return n;
+		}
 		if (errno == EAGAIN || errno == EINTR) {
 			c->want = EPOLLOUT;
+			c->wr_ready = false;
 			return 0;
 		}
 		return -errno;
@@ -146,6 +183,10 @@ ssize_t conn_write(struct conn *c, const void *buf, size_t len)
 	n = ssl_result(c, (int)n);
 	if (n == 0 && c->eof)
 		return -EPIPE;
+	if (n == 0 && c->want) {
+		c->wr_ready = false;
+		c->write_wants_read = c->want == EPOLLIN;
+	}
 	return n;
 }
 
@@ -160,6 +201,7 @@ void conn_shutdown_write(struct conn *c)
 		ERR_clear_error();
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
+		return; /* close() right after sends the FIN */
 	}
 	shutdown(c->fd, SHUT_WR);
 }

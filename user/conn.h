@@ -19,6 +19,10 @@ struct conn {
 	SSL *ssl;               /* NULL: plain */
 	uint32_t want;          /* EPOLLIN/EPOLLOUT the last call blocked on */
 	bool eof;               /* peer closed (or TLS close_notify) */
+	bool rd_ready;          /* a read may make progress (epoll said so) */
+	bool wr_ready;          /* a write may make progress */
+	bool read_wants_write;  /* TLS read blocked on the socket's write side */
+	bool write_wants_read;
 	bool handshake_done;
 	unsigned long ssl_err;  /* last OpenSSL error code, for messages */
 };
@@ -39,6 +43,12 @@ int conn_handshake(struct conn *c);
 ssize_t conn_read(struct conn *c, void *buf, size_t len);
 /* >0 bytes written, 0 would block (see want), -errno (-EPIPE on reset). */
 ssize_t conn_write(struct conn *c, const void *buf, size_t len);
+
+/* Record what epoll reported for c->fd, so reads and writes are only tried
+ * when they can progress (no EAGAIN round trips). */
+void conn_note_events(struct conn *c, uint32_t events);
+/* true when a read is worth trying now. */
+bool conn_can_read(const struct conn *c);
 
 /* true when decrypted bytes wait inside the TLS layer (epoll cannot see them). */
 bool conn_pending(const struct conn *c);

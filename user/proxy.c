@@ -73,6 +73,7 @@ struct proxy {
 	unsigned nworkers;
 	pthread_rwlock_t sb_lock;
 	struct sandbox_ent sandboxes[SANDBOX_MAX];
+	unsigned sb_high;       /* slots [0, sb_high) may be in use */
 	pthread_mutex_t l_lock;
 	struct listener *listeners;
 	atomic_uint open_conns;
@@ -131,7 +132,7 @@ struct sess {
 	bool up_tls;
 	char key[UP_KEY_MAX];
 	char *retry_head;
-	size_t retry_head_len;
+	size_t retry_head_len, retry_head_cap;
 	uint64_t last_ms, req_start_ms;
 	unsigned requests;
 };
@@ -371,7 +372,14 @@ static int put_str(char *out, size_t cap, size_t *len, const char *p)
 
 static void upstream_notify(void *owner)
 {
-	sess_pump(owner);
+	struct sess *s = owner;
+
+	if (!s->req_active && s->up && s->up->state == UP_READY && !up_idle_alive(s->up)) {
+		/* Parked between keep-alive requests and the server closed it. */
+		up_release(s->up, false);
+		s->up = NULL;
+	}
+	sess_pump(s);
 }
 
 static void sess_handle_connect(struct sess *s, const struct http1_head *h)
@@ -475,11 +483,17 @@ static void sess_request_head(struct sess *s)
 	}
 	/* A bodiless request on a reused connection can be replayed once if the
 	 * server had closed that connection meanwhile. */
-	free(s->retry_head);
-	s->retry_head = NULL;
+	s->retry_head_len = 0;
 	if (!s->req_has_body) {
-		s->retry_head = malloc(len);
-		if (s->retry_head) {
+		if (s->retry_head_cap < len) {
+			char *nb = realloc(s->retry_head, len);
+
+			if (nb) {
+				s->retry_head = nb;
+				s->retry_head_cap = len;
+			}
+		}
+		if (s->retry_head_cap >= len) {
 			memcpy(s->retry_head, out, len);
 			s->retry_head_len = len;
 		}
@@ -492,8 +506,16 @@ static void sess_request_head(struct sess *s)
 	http1_next(&s->resp);
 	s->resp.err_status = 0;
 	s->resp.no_body = s->is_head;
-	s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls, upstream_notify,
-			   s);
+	if (s->up && (strcmp(s->up->key, s->key) != 0 || s->up->state != UP_READY ||
+		      s->up->c.eof)) {
+		up_release(s->up, s->up->state == UP_READY && !s->up->c.eof);
+		s->up = NULL;
+	}
+	if (s->up)
+		s->up->reused = true;
+	else
+		s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls,
+				   upstream_notify, s);
 	if (!s->up)
 		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
 	log_debug("sandbox=%s %s %s://%s:%u%.*s", s->sb_id, method, s->up_tls ? "https" : "http",
@@ -505,7 +527,7 @@ static bool client_fill(struct sess *s)
 	ssize_t n;
 	size_t space;
 
-	if (s->c.eof || s->state == S_CLOSING)
+	if (s->c.eof || s->state == S_CLOSING || !conn_can_read(&s->c))
 		return false;
 	space = buf_space(&s->cin);
 	if (!space)
@@ -527,7 +549,7 @@ static bool client_flush(struct sess *s)
 {
 	bool progress = false;
 
-	while (s->cout.len) {
+	while (s->cout.len && s->c.wr_ready) {
 		ssize_t n = conn_write(&s->c, buf_head(&s->cout), s->cout.len);
 
 		if (n < 0) {
@@ -599,7 +621,7 @@ static bool request_parse(struct sess *s)
 
 static bool up_retry(struct sess *s)
 {
-	if (s->retried || !s->up || !s->up->reused || !s->retry_head || s->resp.head_seen ||
+	if (s->retried || !s->up || !s->up->reused || !s->retry_head_len || s->resp.head_seen ||
 	    s->uin.len)
 		return false;
 	up_release(s->up, false);
@@ -655,7 +677,7 @@ static bool upstream_io(struct sess *s)
 	}
 	if (u->state != UP_READY)
 		return progress;
-	while (s->uout.len) {
+	while (s->uout.len && u->c.wr_ready) {
 		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
 		if (n < 0) {
 			up_broken(s, "upstream reset while sending the request");
@@ -667,7 +689,7 @@ static bool upstream_io(struct sess *s)
 		sess_touch(s);
 		progress = true;
 	}
-	if (!s->resp_done && !u->c.eof) {
+	if (!s->resp_done && conn_can_read(&u->c)) {
 		size_t space = buf_space(&s->uin);
 
 		if (space) {
@@ -836,8 +858,12 @@ static bool exchange_finish(struct sess *s)
 	if (s->uout.len)
 		return false;
 	reusable = s->resp.head.keep_alive && !s->resp.head.needs_eof && !s->uin.len;
-	up_release(s->up, reusable);
-	s->up = NULL;
+	if (!reusable || s->close_after) {
+		up_release(s->up, reusable);
+		s->up = NULL;
+	}
+	/* else: parked on this session for its next request (no pool round trip);
+	 * it goes back to the pool if the next request wants another upstream. */
 	s->req_active = false;
 	s->req_done = false;
 	s->resp_done = false;
@@ -971,7 +997,7 @@ static bool st_tunnel(struct sess *s)
 		buf_append(&s->uout, buf_head(&s->cin), m);
 		buf_consume(&s->cin, m);
 	}
-	if (!u->c.eof && buf_space(&s->uin)) {
+	if (conn_can_read(&u->c) && buf_space(&s->uin)) {
 		n = conn_read(&u->c, buf_tail(&s->uin), buf_space(&s->uin));
 		if (n > 0) {
 			s->uin.len += (size_t)n;
@@ -987,7 +1013,7 @@ static bool st_tunnel(struct sess *s)
 		buf_append(&s->cout, buf_head(&s->uin), m);
 		buf_consume(&s->uin, m);
 	}
-	while (s->uout.len) {
+	while (s->uout.len && u->c.wr_ready) {
 		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
 		if (n < 0) {
 			s->dead = true;
@@ -1047,7 +1073,9 @@ static void sess_destroy(struct sess *s)
 	loop_io_del(w->loop, &s->io);
 	loop_defer_cancel(w->loop, &s->kick);
 	if (s->up) {
-		up_release(s->up, false);
+		/* parked between requests: still good for someone else */
+		up_release(s->up, !s->req_active && s->state != S_TUNNEL &&
+					  s->up->state == UP_READY && !s->up->c.eof);
 		s->up = NULL;
 	}
 	conn_close(&s->c);
@@ -1078,7 +1106,7 @@ static void sess_set_events(struct sess *s)
 	default:
 		if (s->state != S_CLOSING && !s->c.eof && buf_free_total(&s->cin))
 			ev |= EPOLLIN;
-		if (s->cout.len || s->c.want == EPOLLOUT)
+		if (s->cout.len || s->c.read_wants_write)
 			ev |= EPOLLOUT;
 		break;
 	}
@@ -1088,8 +1116,10 @@ static void sess_set_events(struct sess *s)
 			uev |= EPOLLIN;
 		if (s->state == S_TUNNEL && !u->c.eof && buf_free_total(&s->uin))
 			uev |= EPOLLIN;
-		if (s->uout.len)
+		if (s->uout.len || u->c.read_wants_write)
 			uev |= EPOLLOUT;
+		if (!s->req_active && s->state == S_HTTP)
+			uev = EPOLLIN | EPOLLRDHUP; /* parked: any event means it closed */
 		up_set_events(u, uev);
 		if (conn_pending(&u->c) && buf_free_total(&s->uin))
 			loop_defer(s->w->loop, &s->kick);
@@ -1139,8 +1169,10 @@ static void sess_pump(struct sess *s)
 
 static void sess_io_cb(struct loop_io *io, uint32_t events)
 {
-	(void)events;
-	sess_pump(container_of(io, struct sess, io));
+	struct sess *s = container_of(io, struct sess, io);
+
+	conn_note_events(&s->c, events);
+	sess_pump(s);
 }
 
 static void sess_kick_cb(struct loop_defer *d)
@@ -1153,7 +1185,7 @@ static bool sandbox_lookup(struct proxy *p, uint64_t cgid, char *ret_id)
 	bool found = false;
 
 	pthread_rwlock_rdlock(&p->sb_lock);
-	for (unsigned i = 0; i < SANDBOX_MAX; i++) {
+	for (unsigned i = 0; i < p->sb_high; i++) {
 		if (p->sandboxes[i].used && p->sandboxes[i].cgroup_id == cgid) {
 			memcpy(ret_id, p->sandboxes[i].id, SB_ID_LEN + 1);
 			found = true;
@@ -1402,6 +1434,8 @@ int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id)
 	snprintf(p->sandboxes[slot].id, sizeof(p->sandboxes[slot].id), "%s", id);
 	p->sandboxes[slot].cgroup_id = cgroup_id;
 	p->sandboxes[slot].used = true;
+	if ((unsigned)slot >= p->sb_high)
+		p->sb_high = (unsigned)slot + 1;
 	pthread_rwlock_unlock(&p->sb_lock);
 	return 0;
 }

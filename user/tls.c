@@ -42,7 +42,6 @@
 #define TLS_CACHE_DEFAULT	1024
 #define TLS_CACHE_MAX		(1U << 20)
 #define TLS_SESSION_CACHE_SIZE	256		/* upstream hosts with a resumable session */
-#define TLS_SERVER_SESS_CACHE	8192		/* server-side TLS 1.2 session-ID cache */
 #define TLS_PEM_MAX		(64 * 1024)	/* ca.pem / ca.key read limit */
 #define TLS_CN_MAX		64		/* X.520 ub-common-name */
 
@@ -1061,9 +1060,13 @@ static int tls_server_ctx(struct tls *t, char *err, size_t errlen)
 	    !SSL_CTX_set_ciphersuites(ctx, TLS_SERVER_CIPHERS13) ||
 	    !SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1))
 		return tls_fail_ssl(err, errlen, -EINVAL, "server SSL_CTX setup");
-	/* Stateless tickets for TLS 1.2 and 1.3; one ticket per 1.3 handshake. */
+	/* Stateless tickets for TLS 1.2 and 1.3; one ticket per 1.3 handshake.
+	 * No server-side session-ID cache: it is one locked table shared by all
+	 * workers and OpenSSL walks it whole every 255 handshakes (measured:
+	 * OPENSSL_LH_doall_arg in the new-connection profile); tickets resume
+	 * without it. */
 	SSL_CTX_set_num_tickets(ctx, 1);
-	SSL_CTX_sess_set_cache_size(ctx, TLS_SERVER_SESS_CACHE);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, t);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
 	SSL_CTX_set_tlsext_servername_arg(ctx, t);

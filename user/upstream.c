@@ -125,13 +125,25 @@ static void fail(struct upconn *u, int status, const char *code, const char *fmt
 	conn_close(&u->c);
 }
 
+bool up_idle_alive(struct upconn *u)
+{
+	char b;
+	ssize_t n = recv(u->c.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	/* An event can be stale: it was queued before the response bytes were
+	 * read in this same batch. Only EAGAIN proves the connection is quiet. */
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !conn_pending(&u->c);
+}
+
 static void io_cb(struct loop_io *io, uint32_t events)
 {
 	struct upconn *u = container_of(io, struct upconn, io);
 
-	(void)events;
+	conn_note_events(&u->c, events);
 	if (!u->owner) {
 		/* Idle in the pool: the server closed it or sent junk. */
+		if (up_idle_alive(u))
+			return;
 		idle_unlink(u);
 		up_free(u);
 		return;

@@ -80,6 +80,10 @@ void up_set_events(struct upconn *u, uint32_t events);
 /* Give back: reusable ones go to the idle pool, others are closed. */
 void up_release(struct upconn *u, bool reusable);
 
+/* For a connection parked between requests that got an event: true when the
+ * event was stale (nothing to read, not closed), so it is still usable. */
+bool up_idle_alive(struct upconn *u);
+
 /* true when the address may be dialled: never loopback, unspecified,
  * link-local (cloud metadata), multicast or broadcast, in any v4/v6 form. */
 bool up_addr_allowed(const struct sockaddr_storage *ss);
