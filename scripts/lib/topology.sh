@@ -17,11 +17,11 @@
 #   <P>gw  "gateway" netns where sluiced runs and dials, and where sluicectl
 #          runs (so `--netns host` sandboxes share it). veth gw-up 198.18.X.1/29
 #          + 2001:db8:5c:X::1/64, veth gw-md 198.19.X.1/30, route
-#          169.254.169.254/32 via the metadata netns.
+#          169.254.169.254/32 and fd00:ec2::254/128 via the metadata netns.
 #   <P>up  "internet": upstream.py on :443 (TLS, test CA) and :80 at 198.18.X.2 /
 #          2001:db8:5c:X::2; 198.18.X.3 is assigned too but nothing listens
 #          there (a down upstream answers RST at once).
-#   <P>md  fake cloud metadata at 169.254.169.254 (:80 and :443), logging every
+#   <P>md  fake cloud metadata at 169.254.169.254 and fd00:ec2::254 (:80, :443), logging every
 #          TCP connection it accepts to $SLT_MD_LOG.
 #   sandboxes: `sluicectl run` makes a netns with only loopback; clients see
 #          the test names through a private mount namespace (sbx_run).
@@ -114,6 +114,9 @@ topo_init() {
 	SLT_GWMD4=198.19.$SLT_X.1
 	SLT_MD4=198.19.$SLT_X.2
 	SLT_META4=169.254.169.254
+	SLT_META6=fd00:ec2::254
+	SLT_GWMD6=2001:db8:5d:$SLT_X::1
+	SLT_MD6=2001:db8:5d:$SLT_X::2
 	SLT_CG_ROOT=$(slt_cgroup2_root)
 	SLT_CG=$SLT_CG_ROOT/$SLT_PFX
 	SLT_CG_SLUICED=$SLT_CG/sluiced
@@ -256,7 +259,9 @@ topo_net() {
 		ip -n "$SLT_GW_NS" addr add "$SLT_GWMD4/30" dev gw-md &&
 		ip -n "$SLT_GW_NS" link set gw-up up &&
 		ip -n "$SLT_GW_NS" link set gw-md up &&
-		ip -n "$SLT_GW_NS" route add "$SLT_META4/32" via "$SLT_MD4" || return 1
+		ip -n "$SLT_GW_NS" addr add "$SLT_GWMD6/64" dev gw-md nodad &&
+		ip -n "$SLT_GW_NS" route add "$SLT_META4/32" via "$SLT_MD4" &&
+		ip -n "$SLT_GW_NS" -6 route add "$SLT_META6/128" via "$SLT_MD6" || return 1
 	ip -n "$SLT_UP_NS" addr add "$SLT_UP4/29" dev up-gw &&
 		ip -n "$SLT_UP_NS" addr add "$SLT_DOWN4/29" dev up-gw &&
 		ip -n "$SLT_UP_NS" addr add "$SLT_UP6/64" dev up-gw nodad &&
@@ -265,8 +270,11 @@ topo_net() {
 		ip -n "$SLT_UP_NS" -6 route add default via "$SLT_GW6" || return 1
 	ip -n "$SLT_MD_NS" addr add "$SLT_MD4/30" dev md-gw &&
 		ip -n "$SLT_MD_NS" addr add "$SLT_META4/32" dev md-gw &&
+		ip -n "$SLT_MD_NS" addr add "$SLT_MD6/64" dev md-gw nodad &&
+		ip -n "$SLT_MD_NS" addr add "$SLT_META6/128" dev md-gw nodad &&
 		ip -n "$SLT_MD_NS" link set md-gw up &&
-		ip -n "$SLT_MD_NS" route add default via "$SLT_GWMD4" || return 1
+		ip -n "$SLT_MD_NS" route add default via "$SLT_GWMD4" &&
+		ip -n "$SLT_MD_NS" -6 route add default via "$SLT_GWMD6" || return 1
 }
 
 topo_services() {
@@ -296,6 +304,8 @@ topo_services() {
 	# or "it logged no hit" would prove nothing. Probe it, then empty its log.
 	nsenter --net="$SLT_GW_NSPATH" curl -sS -o /dev/null --max-time 5 \
 		"http://$SLT_META4/_probe" || return 1
+	nsenter --net="$SLT_GW_NSPATH" curl -sS -g -o /dev/null --max-time 5 \
+		"http://[$SLT_META6]/_probe" || return 1
 	: >"$SLT_MD_LOG"
 }
 

@@ -9,7 +9,9 @@
 #   tests/integration/run.sh [NAME...]   run the tests whose name contains NAME
 #   V=1                                  stream each test's output
 #   SLT_KEEP_TMP=1                       keep the run's temp dir (logs) on exit
-#   SLT_TEST_TIMEOUT=S                   per-test bound (default 150 s)
+#   SLT_TEST_TIMEOUT=S                   per-test bound (default 120 s)
+#   SLT_SUITE_BUDGET=S                   no test starts after S seconds (default 600);
+#                                        the rest fail as not run
 #
 # Each test runs in a fresh bash that loads the run's state, the topology
 # helpers, helpers.sh and the test files, then calls the function: exit 0
@@ -20,7 +22,9 @@
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-TIMEOUT=${SLT_TEST_TIMEOUT:-150}
+TIMEOUT=${SLT_TEST_TIMEOUT:-120}
+BUDGET=${SLT_SUITE_BUDGET:-600}
+START=$(date +%s)
 
 mapfile -t ALL_TESTS < <(for f in "$HERE"/test_*.sh; do
 	sed -n 's/^\(test_[A-Za-z0-9_]*\)() *{.*/\1/p' "$f"
@@ -110,6 +114,12 @@ run_one() {
 }
 
 for t in "${TESTS[@]}"; do
+	if [ $(($(date +%s) - START)) -gt "$BUDGET" ]; then
+		printf 'FAIL  %-34s  not run: suite budget of %s s spent\n' "$t" "$BUDGET"
+		FAIL=$((FAIL + 1))
+		FAILED+=("$t")
+		continue
+	fi
 	# A test that killed or crashed sluiced must not take the others down.
 	if ! slt_pid_alive "$(sluiced_pid)"; then
 		echo "note: sluiced is not running before $t; restarting. Log tail:"

@@ -166,3 +166,20 @@ test_metadata_refused() {
 	done
 	[ ! -s "$SLT_MD_LOG" ] || { cat "$SLT_MD_LOG" >&2; fail "the metadata server was reached"; }
 }
+
+# The metadata address in other spellings: IPv4-mapped IPv6, a decimal
+# integer, and the IPv6 metadata address of AWS (fd00:ec2::254, routed to the
+# fake metadata server in the test world just like 169.254.169.254).
+test_metadata_other_forms() {
+	local code url
+	for url in 'http://[::ffff:169.254.169.254]/latest/meta-data/' \
+		'http://2852039166/latest/meta-data/' \
+		'http://[fd00:ec2::254]/latest/meta-data/'; do
+		code=$(sbx_run -- curl -sS -g --max-time 10 -o "$W/mdf.out" -w '%{http_code}' \
+			"$url" 2>"$W/mdf.err")
+		note "$url -> $code $(cat "$W/mdf.out" 2>/dev/null)"
+		cat "$W/mdf.err" >&2
+		assert_eq "$code" 403 "status for $url"
+	done
+	[ ! -s "$SLT_MD_LOG" ] || { cat "$SLT_MD_LOG" >&2; fail "the metadata server was reached"; }
+}

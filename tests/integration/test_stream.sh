@@ -45,13 +45,13 @@ with_rss_bound() {
 
 download_100m() {
 	local m=$1
-	BOUND=120 sbx_run -- sh -c 'curl -sS --max-time 110 "$0" | sha256sum' \
+	BOUND=100 sbx_run -- sh -c 'curl -sS --max-time 90 "$0" | sha256sum' \
 		"https://upstream.test/bytes/$STREAM_BYTES?id=$m" >"$W/down.sha" 2>"$W/down.err"
 }
 
 upload_100m() {
 	local m=$1
-	BOUND=120 sbx_run -- curl -sS --max-time 110 -X POST -T "$W/up.bin" \
+	BOUND=100 sbx_run -- curl -sS --max-time 90 -X POST -T "$W/up.bin" \
 		"https://upstream.test/upload?id=$m" >"$W/up.out" 2>"$W/up.err"
 }
 
