@@ -1119,7 +1119,8 @@ static void sess_set_events(struct sess *s)
 		if (s->uout.len || u->c.read_wants_write)
 			uev |= EPOLLOUT;
 		if (!s->req_active && s->state == S_HTTP)
-			uev = EPOLLIN | EPOLLRDHUP; /* parked: any event means it closed */
+			uev = EPOLLIN; /* parked: any event means it closed */
+		uev |= EPOLLRDHUP; /* constant bit: no epoll_ctl toggling per request */
 		up_set_events(u, uev);
 		if (conn_pending(&u->c) && buf_free_total(&s->uin))
 			loop_defer(s->w->loop, &s->kick);

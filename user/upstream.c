@@ -88,11 +88,35 @@ static bool v4_allowed(uint32_t a)
 
 	if (b0 == 0 || b0 == 127)       /* this host, loopback */
 		return false;
-	if (b0 == 169 && b1 == 254)     /* link-local: cloud metadata lives here */
+	if (b0 == 169 && b1 == 254)     /* link-local: AWS/GCP/Azure/OpenStack metadata */
+		return false;
+	if (a == 0x646464c8u ||         /* 100.100.100.200: Alibaba metadata */
+	    a == 0xa83f8110u ||         /* 168.63.129.16: Azure wire server */
+	    a == 0xc00000c0u)           /* 192.0.0.192: Oracle metadata */
 		return false;
 	if (b0 >= 224)                  /* multicast, reserved, broadcast */
 		return false;
 	return true;
+}
+
+/* IPv4 embedded in IPv6 forms a client may use to reach a v4 address:
+ * v4-mapped ::ffff:0:0/96, v4-compatible ::/96, NAT64 64:ff9b::/96 and 6to4
+ * 2002::/16 (v4 in bits 16..47). */
+static bool v6_embedded_v4(const struct in6_addr *a, uint32_t *ret_v4)
+{
+	static const unsigned char nat64[12] = { 0x00, 0x64, 0xff, 0x9b };
+
+	if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a) || !memcmp(a->s6_addr, nat64, 12)) {
+		memcpy(ret_v4, &a->s6_addr[12], 4);
+		*ret_v4 = ntohl(*ret_v4);
+		return true;
+	}
+	if (a->s6_addr[0] == 0x20 && a->s6_addr[1] == 0x02) {
+		memcpy(ret_v4, &a->s6_addr[2], 4);
+		*ret_v4 = ntohl(*ret_v4);
+		return true;
+	}
+	return false;
 }
 
 bool up_addr_allowed(const struct sockaddr_storage *ss)
@@ -103,13 +127,22 @@ bool up_addr_allowed(const struct sockaddr_storage *ss)
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
 		uint32_t v4;
 
-		if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
-			memcpy(&v4, &a->s6_addr[12], 4);
-			return v4_allowed(ntohl(v4));
-		}
+		if (v6_embedded_v4(a, &v4) && !v4_allowed(v4))
+			return false;
 		if (IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a) ||
 		    IN6_IS_ADDR_LINKLOCAL(a) || IN6_IS_ADDR_MULTICAST(a))
 			return false;
+		/* fd00:ec2::/32 (AWS IMDS over IPv6), fd20:ce::254 (GCP metadata) */
+		if (a->s6_addr[0] == 0xfd && a->s6_addr[1] == 0x00 && a->s6_addr[2] == 0x0e &&
+		    a->s6_addr[3] == 0xc2)
+			return false;
+		{
+			static const unsigned char gcp[16] = { 0xfd, 0x20, 0x00, 0xce, [15] = 0x54,
+							       [14] = 0x02 };
+
+			if (!memcmp(a->s6_addr, gcp, 16))
+				return false;
+		}
 		return true;
 	}
 	return false;
