@@ -61,16 +61,11 @@ Test(upstream, addr_allowed_table)
 	cr_assert_not(up_addr_allowed(&ss), "a non-inet family");
 }
 
-Test(upstream, addr_allowed_aws_ipv6_metadata)
+Test(upstream, addr_allowed_cloud_metadata_ipv6)
 {
-	/* GAP (lead to decide): AWS serves its instance metadata (IMDS) on IPv6
-	 * at fd00:ec2::254 (Nitro instances, when enabled). It is a ULA, not
-	 * link-local, so user/upstream.c:98 up_addr_allowed() lets it through
-	 * and a name resolving to it would be dialled. Expected false (the
-	 * design's "cloud metadata in all address forms"). */
-	if (!getenv("SHOW_BUGS"))
-		cr_skip("fd00:ec2::254 (AWS IMDS over IPv6) is allowed (user/upstream.c:98)");
+	/* AWS IMDS over IPv6 (a ULA, not link-local) and its v4 forms. */
 	cr_assert_not(allowed("fd00:ec2::254"));
+	cr_assert_not(allowed("::ffff:169.254.169.254"));
 }
 
 /* ---- pool against a server in a private netns ---- */
