@@ -49,18 +49,23 @@ struct bpfl {
 	struct sluice_bpf *skel;
 	char pin_dir[PATH_MAX];
 	int conn_fd;
+	int deny4_fd, deny6_fd;
 };
 
 /*
- * Attach order: the helpers first, the connect hooks last, so that by the
- * time a connect is redirected, its conn entry and getpeername are served.
+ * Attach order: the helpers first (conn entry, getpeername, recvmsg), then
+ * the refusals (bind, sock_create, sendmsg), the connect hooks last, so that
+ * by the time a connect is redirected everything it relies on is in place.
  */
 static struct bpf_program *bpfl_progs(struct bpfl *b, size_t i)
 {
 	struct bpf_program *p[] = {
-		b->skel->progs.sluice_sockops,	b->skel->progs.sluice_getpeer4,
-		b->skel->progs.sluice_getpeer6, b->skel->progs.sluice_connect4,
-		b->skel->progs.sluice_connect6,
+		b->skel->progs.sluice_sockops,	   b->skel->progs.sluice_getpeer4,
+		b->skel->progs.sluice_getpeer6,	   b->skel->progs.sluice_recvmsg4,
+		b->skel->progs.sluice_recvmsg6,	   b->skel->progs.sluice_bind4,
+		b->skel->progs.sluice_bind6,	   b->skel->progs.sluice_sock_create,
+		b->skel->progs.sluice_sendmsg4,	   b->skel->progs.sluice_sendmsg6,
+		b->skel->progs.sluice_connect4,	   b->skel->progs.sluice_connect6,
 	};
 
 	return i < sizeof(p) / sizeof(p[0]) ? p[i] : NULL;
@@ -210,6 +215,8 @@ static int bpfl_set_pins(struct bpfl *b)
 		b->skel->maps.sluice_cfg_map,
 		b->skel->maps.sluice_orig_map,
 		b->skel->maps.sluice_conn_map,
+		b->skel->maps.sluice_deny4,
+		b->skel->maps.sluice_deny6,
 	};
 	char path[PATH_MAX];
 	size_t i;
@@ -229,7 +236,7 @@ static int bpfl_set_pins(struct bpfl *b)
 }
 
 /* open + load the skeleton into b->skel; on error b->skel is NULL. */
-static int bpfl_load(struct bpfl *b, bool cgroup_from_sk)
+static int bpfl_load(struct bpfl *b, bool cgroup_from_sk, bool set_retval)
 {
 	int r;
 
@@ -237,6 +244,7 @@ static int bpfl_load(struct bpfl *b, bool cgroup_from_sk)
 	if (!b->skel)
 		return errno ? -errno : -EINVAL;
 	b->skel->rodata->sl_cgroup_from_sk = cgroup_from_sk;
+	b->skel->rodata->sl_use_set_retval = set_retval;
 	/* Pin paths before load: libbpf then reuses compatible pinned maps. */
 	r = bpfl_set_pins(b);
 	if (r < 0)
@@ -288,21 +296,31 @@ int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 	if (r < 0)
 		goto out_free;
 
-	r = bpfl_load(b, true);
-	/* A kernel whose verifier refuses the socket-cgroup BTF walk: task cgroup. */
+	/*
+	 * Fallbacks, each only if the verifier refused the previous try: a kernel
+	 * that refuses the socket-cgroup BTF walk (task cgroup instead), then one
+	 * that also refuses bpf_set_retval (refusals become plain EPERM). The
+	 * CO-RE guard in bpf/lib/common.h normally makes the last one unneeded.
+	 */
+	r = bpfl_load(b, true, true);
 	if (r == -EACCES || r == -EINVAL)
-		r = bpfl_load(b, false);
+		r = bpfl_load(b, false, true);
+	if (r == -EACCES || r == -EINVAL)
+		r = bpfl_load(b, false, false);
 	if (r < 0)
 		goto out_free;
 
 	cfg.listen_addr4 = opts->listen_addr4.s_addr;
 	cfg.listen_port = htons(opts->listen_port);
+	cfg.dns_port = htons(opts->dns_port);
 	memcpy(cfg.listen_addr6, &opts->listen_addr6, sizeof(cfg.listen_addr6));
 	r = bpf_map__update_elem(b->skel->maps.sluice_cfg_map, &key, sizeof(key), &cfg,
 				 sizeof(cfg), BPF_ANY);
 	if (r < 0)
 		goto out_destroy;
 	b->conn_fd = bpf_map__fd(b->skel->maps.sluice_conn_map);
+	b->deny4_fd = bpf_map__fd(b->skel->maps.sluice_deny4);
+	b->deny6_fd = bpf_map__fd(b->skel->maps.sluice_deny6);
 	*ret_bpfl = b;
 	return 0;
 
@@ -587,4 +605,146 @@ uint64_t bpfl_cgroup_id(const char *cgroup_path)
 	if (stat(cgroup_path, &st) < 0 || !S_ISDIR(st.st_mode))
 		return 0;
 	return st.st_ino;
+}
+
+/*
+ * Deny sets. Both tries hold every sandbox's entries; a sandbox's keys start
+ * with its cgroup id (see sluice_kern_user.h), so replacing one sandbox's set
+ * means: insert the new keys, then walk the trie and delete the keys of that
+ * cgroup that are not in the new set. At no moment does the sandbox have
+ * fewer entries than min(old, new): there is no window in which an address
+ * in both sets is allowed.
+ */
+struct bpfl_deny_key {
+	union {
+		struct sluice_deny4_key k4;
+		struct sluice_deny6_key k6;
+	};
+};
+
+/* Canonical key: host bits beyond the prefix cleared, so equal CIDRs compare equal. */
+static int bpfl_deny_key(uint64_t cg_id, const struct bpfl_cidr *c, struct bpfl_deny_key *k)
+{
+	unsigned alen, i;
+	unsigned char *addr, *cg;
+
+	memset(k, 0, sizeof(*k));
+	if (c->family == AF_INET && c->prefix <= 32) {
+		alen = 4;
+		k->k4.prefixlen = SLUICE_DENY_CG_BITS + c->prefix;
+		addr = k->k4.addr;
+		cg = k->k4.cgroup_id;
+	} else if (c->family == AF_INET6 && c->prefix <= 128) {
+		alen = 16;
+		k->k6.prefixlen = SLUICE_DENY_CG_BITS + c->prefix;
+		addr = k->k6.addr;
+		cg = k->k6.cgroup_id;
+	} else {
+		return -EINVAL;
+	}
+	memcpy(cg, &cg_id, sizeof(cg_id));
+	for (i = 0; i < alen; i++) {
+		unsigned bits = c->prefix > i * 8 ? c->prefix - i * 8 : 0;
+
+		addr[i] = bits >= 8 ? c->addr[i] : c->addr[i] & (unsigned char)(0xff00 >> bits);
+	}
+	return 0;
+}
+
+static bool bpfl_deny_wanted(int family, const void *key, size_t ksz, uint64_t cg_id,
+			     const struct bpfl_cidr *cidrs, unsigned n)
+{
+	struct bpfl_deny_key k;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		if (cidrs[i].family != family || bpfl_deny_key(cg_id, &cidrs[i], &k) < 0)
+			continue;
+		if (!memcmp(&k, key, ksz))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Delete the entries of cg_id in one trie that are not in cidrs (all of them
+ * when n == 0). Keys are collected first, then deleted: deleting while
+ * walking a trie with get_next_key could skip entries. Bounded by the map
+ * size.
+ */
+static int bpfl_deny_prune(int fd, int family, uint64_t cg_id, const struct bpfl_cidr *cidrs,
+			   unsigned n)
+{
+	size_t ksz = family == AF_INET ? sizeof(struct sluice_deny4_key)
+				       : sizeof(struct sluice_deny6_key);
+	struct bpfl_deny_key cur, next;
+	unsigned char *stale;
+	size_t nstale = 0, i, cap = SLUICE_DENY_MAP_MAX;
+	void *prev = NULL;
+	uint64_t kcg;
+	int r = 0;
+
+	stale = malloc(cap * ksz);
+	if (!stale)
+		return -ENOMEM;
+	for (i = 0; i <= cap; i++) {
+		if (bpf_map_get_next_key(fd, prev, &next) < 0) {
+			if (errno != ENOENT)
+				r = -errno;
+			break;
+		}
+		cur = next;
+		prev = &cur;
+		/* cgroup_id sits right after prefixlen in both key layouts. */
+		memcpy(&kcg, (const unsigned char *)&cur + sizeof(__u32), sizeof(kcg));
+		if (kcg != cg_id || bpfl_deny_wanted(family, &cur, ksz, cg_id, cidrs, n))
+			continue;
+		if (nstale < cap)
+			memcpy(stale + nstale++ * ksz, &cur, ksz);
+	}
+	for (i = 0; i < nstale; i++) {
+		if (bpf_map_delete_elem(fd, stale + i * ksz) < 0 && errno != ENOENT && !r)
+			r = -errno;
+	}
+	free(stale);
+	return r;
+}
+
+int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *cidrs, unsigned n)
+{
+	struct sluice_deny_val val = {};
+	struct bpfl_deny_key k;
+	unsigned i;
+	int r;
+
+	if (!b || !cgroup_id || (n && !cidrs) || n > BPFL_DENY_MAX)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		r = bpfl_deny_key(cgroup_id, &cidrs[i], &k);
+		if (r < 0)
+			return r;
+	}
+	for (i = 0; i < n; i++) {
+		bpfl_deny_key(cgroup_id, &cidrs[i], &k);
+		r = bpf_map_update_elem(cidrs[i].family == AF_INET ? b->deny4_fd : b->deny6_fd, &k,
+					&val, BPF_ANY);
+		if (r < 0)
+			return r; /* entries added so far stay: more denied, never less */
+	}
+	r = bpfl_deny_prune(b->deny4_fd, AF_INET, cgroup_id, cidrs, n);
+	if (r < 0)
+		return r;
+	return bpfl_deny_prune(b->deny6_fd, AF_INET6, cgroup_id, cidrs, n);
+}
+
+int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id)
+{
+	int r;
+
+	if (!b || !cgroup_id)
+		return -EINVAL;
+	r = bpfl_deny_prune(b->deny4_fd, AF_INET, cgroup_id, NULL, 0);
+	if (r < 0)
+		return r;
+	return bpfl_deny_prune(b->deny6_fd, AF_INET6, cgroup_id, NULL, 0);
 }

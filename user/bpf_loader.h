@@ -24,6 +24,8 @@ struct bpfl;
 struct bpfl_opts {
 	const char *pin_dir;       /* NULL: /sys/fs/bpf/sluice */
 	uint16_t listen_port;      /* host order */
+	uint16_t dns_port;         /* host order; DNS listener (UDP + TCP) on the same
+				    * addresses. 0: no DNS listener, DNS is refused */
 	struct in_addr listen_addr4;   /* normally 127.0.0.1 */
 	struct in6_addr listen_addr6;  /* normally ::1 */
 };
@@ -66,6 +68,37 @@ bool bpfl_is_attached(struct bpfl *b, const char *sandbox_id);
  * Thread-safe.
  */
 int bpfl_conn_take(struct bpfl *b, int accepted_fd, struct sluice_orig *ret_orig);
+
+/*
+ * Deny set of one sandbox, keyed by the cgroup id its sockets carry (the id
+ * in sluice_orig.cgroup_id, bpfl_cgroup_id() of the sandbox cgroup). The
+ * connect and sendmsg programs refuse a destination in it with EACCES (EPERM
+ * on kernels before 5.18) before any redirect. Entries are exact per cgroup:
+ * a sub-cgroup of the sandbox needs its own call. A v4-mapped IPv6
+ * destination is checked against both the IPv4 entries and the IPv6 entries
+ * (so ::ffff:a.b.c.d/(96+n) entries work too); an AF_INET socket only
+ * against the IPv4 entries.
+ */
+struct bpfl_cidr {
+	int family;              /* AF_INET or AF_INET6 */
+	unsigned char addr[16];  /* network order; IPv4 in the first 4 bytes */
+	unsigned prefix;         /* 0..32 or 0..128; host bits are ignored */
+};
+
+#define BPFL_DENY_MAX 4096 /* entries per bpfl_set_deny call */
+
+/*
+ * Replace the deny set of cgroup_id with cidrs[0..n): the new entries are
+ * inserted first, then the stale ones deleted, so an address in both the old
+ * and the new set is never allowed in between. Returns 0, -EINVAL (bad
+ * family/prefix, n > BPFL_DENY_MAX, cgroup_id 0; nothing changed), -E2BIG /
+ * -ENOMEM (map full: the entries inserted so far stay, more is denied, never
+ * less), or -errno. Not thread-safe against itself for one cgroup_id.
+ */
+int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *cidrs, unsigned n);
+
+/* Remove every deny entry of cgroup_id (call it on detach). 0 or -errno. */
+int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id);
 
 /* Cgroup id (inode number of the cgroup2 directory) of path; 0 on error. */
 uint64_t bpfl_cgroup_id(const char *cgroup_path);

@@ -21,11 +21,48 @@ void conn_init(struct conn *c, int fd, SSL *ssl)
 		c->handshake_done = true;
 }
 
+/*
+ * Watch the socket BIO under OpenSSL: a read() that returned fewer bytes than
+ * asked for drained the socket, so the next SSL_read() need not be tried
+ * until epoll reports more (saves an EAGAIN syscall per request; with
+ * read-ahead OpenSSL asks for a whole buffer, so a short read is meaningful).
+ */
+static long conn_bio_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+			int ret, size_t *processed)
+{
+	struct conn *c = (struct conn *)BIO_get_callback_arg(b);
+
+	(void)argp;
+	(void)argi;
+	(void)argl;
+	if (!c)
+		return ret;
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+		if (ret <= 0 || (processed && *processed < len))
+			c->rd_ready = false;
+	} else if (oper == (BIO_CB_WRITE | BIO_CB_RETURN)) {
+		if (ret <= 0 || (processed && *processed < len))
+			c->wr_ready = false;
+	}
+	return ret;
+}
+
 void conn_start_tls(struct conn *c, SSL *ssl)
 {
+	BIO *bio;
+
 	c->ssl = ssl;
 	c->handshake_done = false;
 	SSL_set_fd(ssl, c->fd);
+	SSL_set_read_ahead(ssl, 1);
+	/* A peer that closes without close_notify reads as EOF; HTTP framing
+	 * (http1_eof) decides whether a message was cut short. */
+	SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	bio = SSL_get_rbio(ssl);
+	if (bio) {
+		BIO_set_callback_arg(bio, (char *)c);
+		BIO_set_callback_ex(bio, conn_bio_cb);
+	}
 	/* No SSL_MODE_RELEASE_BUFFERS: it costs a malloc/free per record. */
 	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	c->rd_ready = true;
@@ -92,6 +129,8 @@ int conn_handshake(struct conn *c)
 	r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
 		c->handshake_done = true;
+		/* read-ahead may already hold the first application records */
+		c->rd_ready = true;
 		return 1;
 	}
 	r = ssl_result(c, r);
@@ -147,8 +186,13 @@ ssize_t conn_read(struct conn *c, void *buf, size_t len)
 	}
 	ERR_clear_error();
 	n = SSL_read(c->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
-	if (n > 0)
+	if (n > 0) {
+		/* the BIO callback cleared rd_ready if the socket ran dry; data
+		 * already decrypted or buffered keeps reads going */
+		if (SSL_has_pending(c->ssl))
+			c->rd_ready = true;
 		return n;
+	}
 	n = ssl_result(c, (int)n);
 	if (n == 0 && c->want) {
 		c->rd_ready = false;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
 #include <openssl/ssl.h>
 
@@ -41,7 +42,10 @@ int conn_handshake(struct conn *c);
 
 /* >0 bytes read, 0 would block (see want) or EOF (see c->eof), -errno. */
 ssize_t conn_read(struct conn *c, void *buf, size_t len);
-/* >0 bytes written, 0 would block (see want), -errno (-EPIPE on reset). */
+/* >0 bytes written, 0 would block (see want), -errno (-EPIPE on reset).
+ * After 0 on TLS, retry with the same bytes (or more): OpenSSL requires it.
+ * OpenSSL writes with write(2): the process must ignore SIGPIPE (sluiced
+ * does) for a reset peer to show up as -EPIPE instead of a signal. */
 ssize_t conn_write(struct conn *c, const void *buf, size_t len);
 
 /* Record what epoll reported for c->fd, so reads and writes are only tried

@@ -381,9 +381,17 @@ int http1_split_authority(const char *s, size_t len, uint16_t default_port, char
 				return -EINVAL;
 	}
 	if (hl && host[hl - 1] == '.' && s[0] != '[')
-		hl--;
+		hl--;   /* one trailing dot: the root label */
 	if (!hl || hl >= hostlen)
 		return -EINVAL;
+	if (s[0] != '[') {
+		/* no empty labels: "..", a leading dot, or a second trailing dot */
+		if (host[0] == '.' || host[hl - 1] == '.')
+			return -EINVAL;
+		for (size_t i = 1; i < hl; i++)
+			if (host[i] == '.' && host[i - 1] == '.')
+				return -EINVAL;
+	}
 	if (port) {
 		if (!pl || pl > 5)
 			return -EINVAL;

@@ -21,6 +21,7 @@ struct loop {
 	pthread_mutex_t post_lock;
 	struct loop_post_item *posts, **posts_tail;
 	struct loop_defer *defers, **defers_tail;
+	struct loop_defer *running;     /* the round being run by loop_run_defers */
 	struct loop_post_item *garbage;  /* fn(arg) after the batch */
 	void (*tick_cb)(void *arg);
 	void *tick_arg;
@@ -155,20 +156,26 @@ void loop_defer(struct loop *l, struct loop_defer *d)
 	l->defers_tail = &d->next;
 }
 
-void loop_defer_cancel(struct loop *l, struct loop_defer *d)
+static bool unlink_from(struct loop_defer **pp, struct loop_defer ***tail, struct loop_defer *d)
 {
-	struct loop_defer **pp;
-
-	if (!d->queued)
-		return;
-	for (pp = &l->defers; *pp; pp = &(*pp)->next) {
+	for (; *pp; pp = &(*pp)->next) {
 		if (*pp == d) {
 			*pp = d->next;
-			if (l->defers_tail == &d->next)
-				l->defers_tail = pp;
-			break;
+			if (tail && *tail == &d->next)
+				*tail = pp;
+			return true;
 		}
 	}
+	return false;
+}
+
+void loop_defer_cancel(struct loop *l, struct loop_defer *d)
+{
+	if (!d->queued)
+		return;
+	/* It may sit in the queue for the next round or in the round now running. */
+	if (!unlink_from(&l->defers, &l->defers_tail, d))
+		unlink_from(&l->running, NULL, d);
 	d->queued = false;
 }
 
@@ -230,13 +237,15 @@ static void loop_collect(struct loop *l)
 static void loop_run_defers(struct loop *l)
 {
 	/* Take the current queue: callbacks that re-defer run next round, so a
-	 * busy connection cannot starve the others. */
-	struct loop_defer *d = l->defers, *next;
+	 * busy connection cannot starve the others. A callback may cancel a
+	 * later entry of this round (loop_defer_cancel looks in l->running). */
+	struct loop_defer *d;
 
+	l->running = l->defers;
 	l->defers = NULL;
 	l->defers_tail = &l->defers;
-	for (; d; d = next) {
-		next = d->next;
+	while ((d = l->running)) {
+		l->running = d->next;
 		d->queued = false;
 		d->cb(d);
 	}

@@ -60,7 +60,9 @@ int loop_post(struct loop *l, void (*fn)(void *arg), void *arg);
 /* Monotonic milliseconds, cached per loop iteration. */
 uint64_t loop_now_ms(struct loop *l);
 
-/* Run until loop_stop() (callable from any thread). */
+/* Run until loop_stop() (callable from any thread). A stop is permanent: a
+ * stop sent before loop_run() is not lost, and loop_run() on a stopped loop
+ * returns at once. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);
 

@@ -951,13 +951,23 @@ static bool st_http(struct sess *s)
 	p |= client_fill(s);
 	if (s->dead)
 		return false;
-	p |= request_parse(s);
+	/* Parse everything available before writing, so a head and the body
+	 * bytes behind it leave in one write (one TLS record). */
+	for (int i = 0; i < 8 && request_parse(s); i++) {
+		p = true;
+		if (s->dead || s->state != S_HTTP)
+			return true;
+	}
 	if (s->dead || s->state != S_HTTP)
 		return true;
 	p |= upstream_io(s);
 	if (s->dead || s->state != S_HTTP)
 		return true;
-	p |= response_parse(s);
+	for (int i = 0; i < 8 && response_parse(s); i++) {
+		p = true;
+		if (s->dead || s->state != S_HTTP)
+			return true;
+	}
 	if (s->dead)
 		return false;
 	p |= client_flush(s);

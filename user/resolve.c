@@ -67,7 +67,8 @@ static void set_port(struct sockaddr_storage *ss, uint16_t port)
 static int load_hosts(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "re");
-	char line[1024];
+	char *line = NULL;
+	size_t cap = 0;
 	unsigned lineno = 0;
 	int r = 0;
 
@@ -76,7 +77,7 @@ static int load_hosts(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return r;
 	}
-	while (fgets(line, sizeof(line), f)) {
+	while (getline(&line, &cap, f) >= 0) {
 		char *save = NULL, *tok, *hash = strchr(line, '#');
 		struct sockaddr_storage ss;
 
@@ -120,6 +121,7 @@ static int load_hosts(const char *path, char *err, size_t errlen)
 		}
 	}
 out:
+	free(line);
 	fclose(f);
 	return r;
 }

@@ -167,6 +167,10 @@ Test(http1, authority)
 	cr_assert_lt(http1_split_authority("a.test:99999", 12, 80, h, sizeof(h), &p), 0);
 	cr_assert_lt(http1_split_authority("a b", 3, 80, h, sizeof(h), &p), 0);
 	cr_assert_lt(http1_split_authority("[::1", 4, 80, h, sizeof(h), &p), 0);
+	cr_assert_lt(http1_split_authority("..:1", 4, 80, h, sizeof(h), &p), 0);
+	cr_assert_lt(http1_split_authority("a..:1", 5, 80, h, sizeof(h), &p), 0);
+	cr_assert_lt(http1_split_authority(".a", 2, 80, h, sizeof(h), &p), 0);
+	cr_assert_lt(http1_split_authority("a..b", 4, 80, h, sizeof(h), &p), 0);
 	cr_assert_eq(http1_parse_absolute("http://u.test:81/x?y", 20, &tls, h, sizeof(h), &p, &off), 0);
 	cr_assert_str_eq(h, "u.test");
 	cr_assert_eq(p, 81);
