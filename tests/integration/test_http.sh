@@ -183,3 +183,59 @@ test_metadata_other_forms() {
 	done
 	[ ! -s "$SLT_MD_LOG" ] || { cat "$SLT_MD_LOG" >&2; fail "the metadata server was reached"; }
 }
+
+test_http_websocket() {
+	local m
+	m=$(mark ws)
+	# A WebSocket upgrade through sluiced: 101 reaches the client, then the
+	# connection is a byte tunnel in both directions (the upstream echoes).
+	sbx_run -- python3 - "$m" >"$W/ws.out" 2>&1 <<'PY' || { cat "$W/ws.out" >&2; fail "websocket client failed"; }
+import base64, os, socket, ssl, sys
+m = sys.argv[1]
+ctx = ssl.create_default_context()
+s = ctx.wrap_socket(socket.create_connection(("upstream.test", 443), timeout=10),
+                    server_hostname="upstream.test")
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /ws?id=%s HTTP/1.1\r\nHost: upstream.test\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+           % (m, key)).encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    d = s.recv(4096)
+    if not d:
+        sys.exit("closed before the 101")
+    buf += d
+head, rest = buf.split(b"\r\n\r\n", 1)
+print(head.decode().splitlines()[0])
+assert head.startswith(b"HTTP/1.1 101"), head
+assert b"upgrade: websocket" in head.lower(), head
+payload = os.urandom(200000)
+s.sendall(payload)
+got = rest
+while len(got) < len(payload):
+    d = s.recv(65536)
+    if not d:
+        sys.exit("tunnel closed after %d bytes" % len(got))
+    got += d
+assert got == payload, "echo differs"
+print("echoed", len(got))
+PY
+	assert_grep '^HTTP/1.1 101' "$W/ws.out" "101 Switching Protocols reached the client"
+	assert_grep '^echoed 200000' "$W/ws.out" "200000 bytes went through the tunnel both ways"
+	assert_via_sluiced "$m"
+}
+
+test_http_stale_upstream_replayed() {
+	local m
+	m=$(mark stale)
+	# Two requests on one client connection: after the first, the upstream
+	# reads the second and closes without answering (as a server whose idle
+	# timer fired). sluiced must replay the bodiless request once on a fresh
+	# upstream connection; the client sees two 200s.
+	sbx_run -- curl -sS --max-time 20 -o /dev/null -w '%{http_code}\n' -o /dev/null \
+		-w '%{http_code}\n' "$U/echo?id=$m-1&drop_next=1" "$U/echo?id=$m-2" \
+		>"$W/stale.out" 2>"$W/stale.err" || { cat "$W/stale.err" >&2; fail "curl failed"; }
+	assert_eq "$(tr '\n' ' ' <"$W/stale.out")" "200 200 " "statuses seen by the client"
+	assert_eq "$(up_requests "$m-2" | jq -r '.error // "ok"' | tr '\n' ' ')" "dropped ok " \
+		"upstream saw the second request dropped once, then replayed"
+}

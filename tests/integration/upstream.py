@@ -20,6 +20,7 @@ Endpoints:
 Expect: 100-continue is honoured (http.server sends the interim response).
 """
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -139,6 +140,18 @@ class Handler(BaseHTTPRequestHandler):
         h = hashlib.sha256()
         status = 500
         sent = 0
+        if getattr(self, "drop_next", False):
+            # fault for the stale-connection test: read this request, then
+            # close without answering, as a server that timed out the idle
+            # keep-alive connection at the moment the request arrived
+            self.close_connection = True
+            self.record(t0, 0, 0, False, 0, error="dropped")
+            return
+        if q.get("drop_next", ["0"])[0] == "1":
+            self.drop_next = True
+        if parts[0] == "ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.websocket(t0)
+            return
         try:
             body_len, chunked_in = self.read_body(h.update)
         except (ValueError, OSError) as e:
@@ -201,6 +214,28 @@ class Handler(BaseHTTPRequestHandler):
             self.record(t0, status, body_len, chunked_in, sent, error=str(e))
             return
         self.record(t0, status, body_len, chunked_in, sent)
+
+    def websocket(self, t0):
+        # RFC 6455 handshake, then echo raw bytes until EOF: enough to prove
+        # the proxy turned the connection into a two-way tunnel after 101.
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.record(t0, 101, 0, False, 0)
+        self.close_connection = True
+        total = 0
+        while total < (1 << 24):
+            data = self.connection.recv(65536)
+            if not data:
+                break
+            self.connection.sendall(data)
+            total += len(data)
 
     def record(self, t0, status, body_len, chunked_in, sent, error=None):
         obj = {
