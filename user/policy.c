@@ -957,7 +957,7 @@ static int compile_glob(struct cc *c, const struct ynode *n, struct glob *g)
 		if (!ds && memmem(p, len, "**", 2))
 			return FAILN(c, n, "invalid path glob '%s': '**' must be a whole segment, as "
 				     "in '/a/**' (not '/a/**b')", b);
-		if (!(ds && k && g->segs[k - 1].dstar)) { /* "/**" "/**" = "/**" */
+		if (!(ds && k && g->segs[k - 1].dstar)) { /* consecutive "**" segments: keep one */
 			g->segs[k].s = p;
 			g->segs[k].len = (unsigned)len;
 			g->segs[k].dstar = ds;
@@ -1671,4 +1671,678 @@ static int compile_secrets(struct cc *c, const struct ynode *n)
 					     p->secrets[b].pub.name, ph[b]->line);
 		}
 	return 0;
+}
+
+/* ---- limits, upstream CA, DNS, network ---- */
+
+static int compile_limits(struct cc *c, const struct ynode *n)
+{
+	static const char *const keys[] = { "max_header_bytes", "body_buffer_bytes",
+					    "max_connections", "idle_timeout_s",
+					    "request_timeout_s" };
+	static const unsigned long lo[] = { 1024, 4096, 1, 1, 1 };
+	static const unsigned long hi[] = { 1048576, 16777216, 65536, 86400, 86400 };
+	struct pol_limits *l = &c->p->limits;
+	const struct ynode *v[5];
+	unsigned long x[5] = { l->max_header_bytes, l->body_buffer_bytes, l->max_connections,
+			       l->idle_timeout_s, l->request_timeout_s };
+	char what[40];
+	int rc = want(c, n, Y_MAP, "'limits'");
+
+	if (!rc)
+		rc = map_keys(c, n, "'limits'", keys, 5, v);
+	for (unsigned i = 0; i < 5 && !rc; i++) {
+		snprintf(what, sizeof(what), "'%s'", keys[i]);
+		if (v[i])
+			rc = get_uint(c, v[i], what, lo[i], hi[i], &x[i]);
+	}
+	if (rc)
+		return rc;
+	l->max_header_bytes = x[0];
+	l->body_buffer_bytes = x[1];
+	l->max_connections = (unsigned)x[2];
+	l->idle_timeout_s = (unsigned)x[3];
+	l->request_timeout_s = (unsigned)x[4];
+	return 0;
+}
+
+static int compile_upstream_ca(struct cc *c, const struct ynode *n)
+{
+	char b[80];
+	struct stat st;
+	int fd, rc = want(c, n, Y_SCALAR, "'upstream_ca'");
+
+	if (rc)
+		return rc;
+	q(n->s, n->len, b, sizeof(b));
+	if (n->s[0] != '/' || n->len >= PATH_MAX)
+		return FAILN(c, n, "upstream_ca '%s' must be an absolute path", b);
+	fd = open(n->s, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return FAILN(c, n, "upstream_ca '%s' cannot be opened: %s", b, strerror(errno));
+	rc = fstat(fd, &st) ? -errno : 0;
+	close(fd);
+	if (rc || !S_ISREG(st.st_mode))
+		return FAILN(c, n, "upstream_ca '%s' is not a regular file", b);
+	c->p->upstream_ca = astr(c, n->s, n->len);
+	return c->p->upstream_ca ? 0 : OOM(c);
+}
+
+static int compile_dns(struct cc *c, const struct ynode *n)
+{
+	static const char *const keys[] = { "mode", "resolver" };
+	const struct ynode *v[2];
+	char b[80];
+	int rc = want(c, n, Y_MAP, "'dns'");
+
+	if (!rc)
+		rc = map_keys(c, n, "'dns'", keys, 2, v);
+	if (!rc && v[0]) {
+		rc = want(c, v[0], Y_SCALAR, "'mode'");
+		if (!rc && !strcmp(v[0]->s, "forward"))
+			c->p->dns_mode = POL_DNS_FORWARD;
+		else if (!rc && !strcmp(v[0]->s, "allowlist"))
+			c->p->dns_mode = POL_DNS_ALLOWLIST;
+		else if (!rc)
+			rc = FAILN(c, v[0], "dns mode must be forward or allowlist, got '%s'",
+				   q(v[0]->s, v[0]->len, b, sizeof(b)));
+	}
+	if (!rc && v[1]) {
+		char host[64], out[80];
+		unsigned char a[16];
+		unsigned long port = 53;
+		const char *s, *colon, *pstart = NULL;
+		size_t hl;
+		bool v6;
+
+		rc = want(c, v[1], Y_SCALAR, "'resolver'");
+		if (rc)
+			return rc;
+		s = v[1]->s;
+		q(s, v[1]->len, b, sizeof(b));
+		if (s[0] == '[') {
+			const char *close = strchr(s, ']');
+
+			if (!close || (close[1] && close[1] != ':'))
+				goto out_bad_resolver;
+			hl = (size_t)(close - s - 1);
+			s++;
+			pstart = close[1] ? close + 2 : NULL;
+		} else if ((colon = strchr(s, ':')) && !strchr(colon + 1, ':')) {
+			hl = (size_t)(colon - s);
+			pstart = colon + 1;
+		} else {
+			hl = strlen(s);
+		}
+		if (hl >= sizeof(host))
+			goto out_bad_resolver;
+		memcpy(host, s, hl);
+		host[hl] = '\0';
+		v6 = inet_pton(AF_INET6, host, a) == 1;
+		if (!v6 && inet_pton(AF_INET, host, a) != 1)
+			goto out_bad_resolver;
+		if (pstart) {
+			port = 0;
+			for (const char *p = pstart; *p; p++) {
+				if (*p < '0' || *p > '9' || port > 65535)
+					goto out_bad_resolver;
+				port = port * 10 + (unsigned long)(*p - '0');
+			}
+			if (!*pstart || !port || port > 65535)
+				goto out_bad_resolver;
+		}
+		inet_ntop(v6 ? AF_INET6 : AF_INET, a, host, sizeof(host));
+		snprintf(out, sizeof(out), v6 ? "[%s]:%lu" : "%s:%lu", host, port);
+		c->p->dns_resolver = astr(c, out, strlen(out));
+		if (!c->p->dns_resolver)
+			return OOM(c);
+	}
+	return rc;
+out_bad_resolver:
+	return FAILN(c, v[1], "invalid dns resolver '%s': use ip, ip:port or [ipv6]:port", b);
+}
+
+static int parse_cidr(const char *s, struct pol_cidr *out, const char **why)
+{
+	char addr[64];
+	const char *slash = strchr(s, '/');
+	size_t al = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned long pfx;
+	unsigned max;
+
+	*why = "not an address or CIDR (a.b.c.d/n or ipv6/n)";
+	if (!al || al >= sizeof(addr))
+		return -EINVAL;
+	memcpy(addr, s, al);
+	addr[al] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, addr, out->addr) == 1)
+		out->family = AF_INET;
+	else if (inet_pton(AF_INET6, addr, out->addr) == 1)
+		out->family = AF_INET6;
+	else
+		return -EINVAL;
+	max = out->family == AF_INET ? 32 : 128;
+	pfx = max;
+	if (slash) {
+		char *end;
+
+		if (slash[1] < '0' || slash[1] > '9' || strlen(slash + 1) > 3)
+			return -EINVAL;
+		pfx = strtoul(slash + 1, &end, 10);
+		if (*end || pfx > max) {
+			*why = "prefix length out of range";
+			return -EINVAL;
+		}
+	}
+	out->prefix = (unsigned)pfx;
+	for (unsigned bit = (unsigned)pfx; bit < max; bit++)
+		if (out->addr[bit / 8] & (0x80 >> (bit % 8))) {
+			*why = "host bits are set after the prefix";
+			return -EINVAL;
+		}
+	return 0;
+}
+
+/* Widen a v4 CIDR to its IPv4-mapped IPv6 form. */
+static struct pol_cidr cidr_as_v6(const struct pol_cidr *c)
+{
+	struct pol_cidr r = *c;
+
+	if (c->family == AF_INET) {
+		memset(r.addr, 0, 16);
+		r.addr[10] = r.addr[11] = 0xff;
+		memcpy(r.addr + 12, c->addr, 4);
+		r.family = AF_INET6;
+		r.prefix = c->prefix + 96;
+	}
+	return r;
+}
+
+static bool cidr_overlap(const struct pol_cidr *x, const struct pol_cidr *y)
+{
+	struct pol_cidr a = cidr_as_v6(x), b = cidr_as_v6(y);
+	unsigned pfx = a.prefix < b.prefix ? a.prefix : b.prefix;
+
+	for (unsigned bit = 0; bit < pfx; bit++) {
+		unsigned m = 0x80 >> (bit % 8);
+
+		if ((a.addr[bit / 8] & m) != (b.addr[bit / 8] & m))
+			return false;
+	}
+	return true;
+}
+
+/* Ranges network.allow may never open: cloud metadata services, in every
+ * form a socket can spell them (v4-mapped is covered by cidr_overlap). */
+static const char *const metadata_ranges[] = {
+	"169.254.0.0/16",       /* link-local: AWS/GCP/Azure/OCI IMDS 169.254.169.254 */
+	"fe80::/10",            /* IPv6 link-local */
+	"fd00:ec2::/32",        /* AWS IMDS over IPv6 (fd00:ec2::254) */
+	"100.100.100.200/32",   /* Alibaba Cloud metadata */
+	"168.63.129.16/32",     /* Azure WireServer */
+	"64:ff9b::a9fe:0/112",  /* NAT64 spelling of 169.254.0.0/16 */
+};
+
+static int compile_cidrs(struct cc *c, const struct ynode *n, bool allow)
+{
+	struct pol *p = c->p;
+	struct pol_cidr *out;
+	unsigned i = 0;
+	char b[80];
+	int rc = get_seq(c, n, allow ? "'network.allow'" : "'network.deny'", POL_CIDRS_MAX, true);
+
+	if (rc)
+		return rc;
+	out = arena_alloc(&p->arena, (n->n ? n->n : 1) * sizeof(*out));
+	if (!out)
+		return OOM(c);
+	for (const struct ynode *x = n->child; x; x = x->next, i++) {
+		const char *why;
+
+		rc = want(c, x, Y_SCALAR, "a CIDR");
+		if (rc)
+			return rc;
+		if (parse_cidr(x->s, &out[i], &why))
+			return FAILN(c, x, "invalid CIDR '%s': %s", q(x->s, x->len, b, sizeof(b)),
+				     why);
+		for (unsigned m = 0; allow && m < sizeof(metadata_ranges) / sizeof(*metadata_ranges);
+		     m++) {
+			struct pol_cidr md;
+
+			parse_cidr(metadata_ranges[m], &md, &why);
+			if (cidr_overlap(&out[i], &md))
+				return FAILN(c, x, "network.allow '%s' overlaps the metadata range %s; "
+					     "metadata addresses can never be allowed",
+					     q(x->s, x->len, b, sizeof(b)), metadata_ranges[m]);
+		}
+	}
+	if (allow) {
+		p->net_allow = out;
+		p->nnet_allow = i;
+	} else {
+		p->net_deny = out;
+		p->nnet_deny = i;
+	}
+	return 0;
+}
+
+static int compile_network(struct cc *c, const struct ynode *n)
+{
+	static const char *const keys[] = { "deny", "allow" };
+	const struct ynode *v[2];
+	int rc = want(c, n, Y_MAP, "'network'");
+
+	if (!rc)
+		rc = map_keys(c, n, "'network'", keys, 2, v);
+	if (!rc && v[0])
+		rc = compile_cidrs(c, v[0], false);
+	if (!rc && v[1])
+		rc = compile_cidrs(c, v[1], true);
+	return rc;
+}
+
+/* ---- top level ---- */
+
+static int compile_root(struct cc *c, const struct ynode *root)
+{
+	static const char *const keys[] = { "version", "default", "allow", "passthrough",
+					    "secrets", "limits",  "upstream_ca", "dns",
+					    "network" };
+	const struct ynode *v[9];
+	struct nset names;
+	unsigned long ver;
+	char b[64];
+	int rc;
+
+	if (root->type != Y_MAP)
+		return FAILN(c, root, "the top level must be a mapping (version, allow, ...), got %s",
+			     ytype_name(root));
+	rc = map_keys(c, root, "the top level", keys, 9, v);
+	if (rc)
+		return rc;
+	if (!v[0])
+		return FAILN(c, root, "missing required key 'version' (add 'version: 1')");
+	if (want(c, v[0], Y_SCALAR, "'version'") || get_uint(c, v[0], "'version'", 0, 999, &ver) ||
+	    ver != 1)
+		return FAILN(c, v[0], "unsupported version '%s'; the only version is 1",
+			     q(v[0]->s ? v[0]->s : "", v[0]->len, b, sizeof(b)));
+	if (v[1] && (want(c, v[1], Y_SCALAR, "'default'") || strcmp(v[1]->s, "deny")))
+		return FAILN(c, v[1], "'default' must be deny (the only default; list what to "
+			     "allow under 'allow')");
+	rc = nset_init(c, &names, (v[2] ? v[2]->n : 0) + (v[3] ? v[3]->n : 0));
+	if (!rc && v[2])
+		rc = compile_rules(c, v[2], false, &names);
+	if (!rc && v[3])
+		rc = compile_rules(c, v[3], true, &names);
+	if (!rc && v[4])
+		rc = compile_secrets(c, v[4]);
+	if (!rc && v[5])
+		rc = compile_limits(c, v[5]);
+	if (!rc && v[6])
+		rc = compile_upstream_ca(c, v[6]);
+	if (!rc && v[7])
+		rc = compile_dns(c, v[7]);
+	if (!rc && v[8])
+		rc = compile_network(c, v[8]);
+	return rc;
+}
+
+static struct pol *pol_new(const char *source)
+{
+	struct pol *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	atomic_init(&p->refs, 1);
+	p->limits = default_limits;
+	p->dns_mode = POL_DNS_FORWARD;
+	p->source = arena_strndup(&p->arena, source, strlen(source));
+	if (!p->source) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static void pol_free(struct pol *p)
+{
+	for (unsigned i = 0; i < p->nsecrets; i++)
+		secret_value_free(p->secrets[i].value, p->secrets[i].pub.value_len);
+	free(p->warnings);
+	arena_free(&p->arena);
+	free(p);
+}
+
+int pol_load_buffer(const char *name, const char *buf, size_t len, struct pol **ret_pol,
+		    struct pol_error *err)
+{
+	struct cc c = { .name = name ? name : "<buffer>", .buf = buf, .len = len, .err = err };
+	unsigned char md[32];
+	unsigned mdlen = 0;
+	struct ynode *root = NULL;
+	int rc;
+
+	if (len > POL_FILE_MAX)
+		return fail_at(&c, -EFBIG, 1, 1, "policy file is %zu bytes; the limit is %d", len,
+			       POL_FILE_MAX);
+	c.p = pol_new(c.name);
+	if (!c.p)
+		return fail_at(&c, -ENOMEM, 1, 1, "out of memory");
+	rc = yaml_to_tree(&c, &root);
+	if (!rc)
+		rc = compile_root(&c, root);
+	if (!rc && !EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL))
+		rc = fail_at(&c, -ENOMEM, 1, 1, "cannot compute sha256");
+	arena_free(&c.tmp);
+	if (rc) {
+		pol_free(c.p);
+		return rc;
+	}
+	strcpy(c.p->hash, "sha256:");
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(c.p->hash + 7 + 2 * i, 3, "%02x", md[i]);
+	*ret_pol = c.p;
+	return 0;
+}
+
+int pol_load_file(const char *path, struct pol **ret_pol, struct pol_error *err)
+{
+	struct cc c = { .name = path, .err = err };
+	struct stat st;
+	char *buf = NULL;
+	size_t n = 0;
+	ssize_t r;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		rc = -errno;
+		return fail_at(&c, rc, 0, 0, "cannot open: %s", strerror(-rc));
+	}
+	if (fstat(fd, &st)) {
+		rc = fail_at(&c, -errno, 0, 0, "cannot stat: %s", strerror(errno));
+		goto out_close;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		rc = fail_at(&c, -EISDIR, 0, 0, "is a directory");
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = fail_at(&c, -ENOTSUP, 0, 0, "not a regular file");
+		goto out_close;
+	}
+	if (st.st_size > POL_FILE_MAX) {
+		rc = fail_at(&c, -EFBIG, 1, 1, "policy file is %lld bytes; the limit is %d",
+			     (long long)st.st_size, POL_FILE_MAX);
+		goto out_close;
+	}
+	buf = malloc(POL_FILE_MAX + 1);
+	if (!buf) {
+		rc = fail_at(&c, -ENOMEM, 0, 0, "out of memory");
+		goto out_close;
+	}
+	/* bounded: the file may grow while we read, never past the limit + 1 */
+	while (n <= POL_FILE_MAX && (r = read(fd, buf + n, POL_FILE_MAX + 1 - n)) != 0) {
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = fail_at(&c, -errno, 0, 0, "cannot read: %s", strerror(errno));
+			goto out_free;
+		}
+		n += (size_t)r;
+	}
+	if (n > POL_FILE_MAX) {
+		rc = fail_at(&c, -EFBIG, 1, 1, "policy file is over %d bytes; the limit is %d",
+			     POL_FILE_MAX, POL_FILE_MAX);
+		goto out_free;
+	}
+	rc = pol_load_buffer(path, buf, n, ret_pol, err);
+out_free:
+	free(buf);
+out_close:
+	close(fd);
+	return rc;
+}
+
+struct pol *pol_allow_all(void)
+{
+	struct pol *p = pol_new("builtin");
+
+	if (!p) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	p->allow_all = true;
+	strcpy(p->hash, "builtin:allow-all");
+	return p;
+}
+
+struct pol *pol_ref(struct pol *p)
+{
+	if (p)
+		atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+	return p;
+}
+
+void pol_unref(struct pol *p)
+{
+	if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+		pol_free(p);
+}
+
+/* ---- matching ---- */
+
+enum pol_verdict pol_match_conn(const struct pol *p, const char *host, uint16_t port,
+				const struct pol_rule **ret_rule)
+{
+	char h[POL_HOST_MAX + 1 + 64];
+	const struct pol_rule *r;
+
+	if (!host || host_normalize(host, strlen(host), h, sizeof(h), NULL))
+		return POL_DENY;
+	if (p->allow_all) {
+		if (ret_rule)
+			*ret_rule = &allow_all_rule;
+		return POL_ALLOW;
+	}
+	if ((r = first_port_match(p->pts, &p->pt_idx, h, port))) {
+		if (ret_rule)
+			*ret_rule = r;
+		return POL_PASSTHROUGH;
+	}
+	if ((r = first_port_match(p->rules, &p->rule_idx, h, port))) {
+		if (ret_rule)
+			*ret_rule = r;
+		return POL_ALLOW;
+	}
+	return POL_DENY;
+}
+
+static bool method_ok(const struct pol_rule *r, const char *method)
+{
+	if (!r->nmethods)
+		return true;
+	for (unsigned i = 0; i < r->nmethods; i++)
+		if (!strcmp(r->methods[i], method))
+			return true;
+	return false;
+}
+
+static bool path_ok(const struct pol_rule *r, const char *path, size_t len)
+{
+	if (!r->npaths)
+		return true;
+	for (unsigned i = 0; i < r->npaths; i++)
+		if (glob_match(&r->paths[i], path, len))
+			return true;
+	return false;
+}
+
+enum pol_verdict pol_match_request(const struct pol *p, const char *host, uint16_t port,
+				   const char *method, const char *path, size_t path_len,
+				   const struct pol_rule **ret_rule, const char **ret_reason)
+{
+	char h[POL_HOST_MAX + 1 + 64];
+	const struct hent *cand[CAND_MAX];
+	const char *why = NULL, *reason = "no rule allows host";
+	uint32_t best = UINT32_MAX, why_idx = UINT32_MAX;
+	unsigned nc;
+
+	if (!host || host_normalize(host, strlen(host), h, sizeof(h), NULL)) {
+		reason = "invalid host";
+		goto out_deny;
+	}
+	if (!path || pol_path_check(path, path_len, &why)) {
+		reason = "invalid path";
+		goto out_deny;
+	}
+	if (!method)
+		method = "";
+	if (p->allow_all) {
+		if (ret_rule)
+			*ret_rule = &allow_all_rule;
+		return POL_ALLOW;
+	}
+	nc = host_candidates(&p->rule_idx, h, cand);
+	for (unsigned k = 0; k < nc; k++)
+		for (uint32_t j = 0; j < cand[k]->n && cand[k]->idx[j] < best; j++) {
+			uint32_t i = cand[k]->idx[j];
+			const struct pol_rule *r = &p->rules[i];
+			const char *fail = !port_ok(r, port)		   ? r->why_port
+					   : !method_ok(r, method)	   ? r->why_method
+					   : !path_ok(r, path, path_len) ? r->why_path
+									   : NULL;
+
+			if (!fail) {
+				best = i;
+				break;
+			}
+			if (i < why_idx) {
+				why_idx = i;
+				reason = fail;
+			}
+		}
+	if (best != UINT32_MAX) {
+		if (ret_rule)
+			*ret_rule = &p->rules[best];
+		return POL_ALLOW;
+	}
+out_deny:
+	if (ret_reason)
+		*ret_reason = reason;
+	return POL_DENY;
+}
+
+bool pol_host_in_policy(const struct pol *p, const char *host)
+{
+	char h[POL_HOST_MAX + 1 + 64];
+	const struct hent *cand[CAND_MAX];
+
+	if (!host || host_normalize(host, strlen(host), h, sizeof(h), NULL))
+		return false;
+	if (p->allow_all)
+		return true;
+	return host_candidates(&p->rule_idx, h, cand) || host_candidates(&p->pt_idx, h, cand);
+}
+
+const char *pol_rule_name(const struct pol_rule *r)
+{
+	return r ? r->name : NULL;
+}
+
+/* ---- accessors ---- */
+
+unsigned pol_nwarnings(const struct pol *p)
+{
+	return p->nwarnings;
+}
+
+const struct pol_error *pol_warning(const struct pol *p, unsigned i)
+{
+	return i < p->nwarnings ? &p->warnings[i] : NULL;
+}
+
+const char *pol_hash(const struct pol *p)
+{
+	return p->hash;
+}
+
+const char *pol_source(const struct pol *p)
+{
+	return p->source;
+}
+
+unsigned pol_nsecrets(const struct pol *p)
+{
+	return p->nsecrets;
+}
+
+const struct pol_secret *pol_secret_at(const struct pol *p, unsigned i)
+{
+	return i < p->nsecrets ? &p->secrets[i].pub : NULL;
+}
+
+bool pol_secret_host_ok(const struct pol *p, unsigned i, const char *host)
+{
+	char h[POL_HOST_MAX + 1 + 64];
+	size_t hl;
+
+	if (i >= p->nsecrets || !host || host_normalize(host, strlen(host), h, sizeof(h), NULL))
+		return false;
+	hl = strlen(h);
+	for (unsigned k = 0; k < p->secrets[i].nhosts; k++)
+		if (host_pat_match(&p->secrets[i].hosts[k], h, hl))
+			return true;
+	return false;
+}
+
+const struct pol_limits *pol_limits(const struct pol *p)
+{
+	return &p->limits;
+}
+
+const char *pol_upstream_ca(const struct pol *p)
+{
+	return p->upstream_ca;
+}
+
+enum pol_dns_mode pol_dns_mode(const struct pol *p)
+{
+	return p->dns_mode;
+}
+
+const char *pol_dns_resolver(const struct pol *p)
+{
+	return p->dns_resolver;
+}
+
+unsigned pol_net_deny_count(const struct pol *p)
+{
+	return p->nnet_deny;
+}
+
+const struct pol_cidr *pol_net_deny_at(const struct pol *p, unsigned i)
+{
+	return i < p->nnet_deny ? &p->net_deny[i] : NULL;
+}
+
+unsigned pol_net_allow_count(const struct pol *p)
+{
+	return p->nnet_allow;
+}
+
+const struct pol_cidr *pol_net_allow_at(const struct pol *p, unsigned i)
+{
+	return i < p->nnet_allow ? &p->net_allow[i] : NULL;
+}
+
+unsigned pol_nallow(const struct pol *p)
+{
+	return p->nrules;
+}
+
+unsigned pol_npassthrough(const struct pol *p)
+{
+	return p->npts;
 }

@@ -30,8 +30,8 @@
 struct pol;
 
 /*
- * One diagnostic. line and col are 1-based; line 0 means "the whole file"
- * (it could not be read, or is too large). msg never ends with a newline and
+ * One diagnostic. line and col are 1-based (col counts characters); line 0
+ * means the file could not be opened or read (a file too large is 1:1). msg never ends with a newline and
  * carries no "error:"/"warning:" prefix (the printer adds it).
  */
 struct pol_error {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "policy.h"
 #include "sandbox.h"
 
 #define EXIT_OK 0
@@ -609,6 +610,46 @@ static int cmd_ping(int argc, char **argv)
 	return cmd_print(argc, argv, ping_help, "PING");
 }
 
+static const char policy_help[] =
+	"usage: sluicectl policy check FILE\n"
+	"Compile a policy file without sluiced. Prints each problem as\n"
+	"  FILE:LINE:COL: error: MESSAGE   or   FILE:LINE:COL: warning: MESSAGE\n"
+	"on stderr and, when valid, one summary line on stdout.\n"
+	"Exit 0 valid (warnings allowed), 2 invalid or usage, 1 the file cannot be read.\n";
+
+static int cmd_policy(int argc, char **argv)
+{
+	struct pol_error err;
+	struct pol *p = NULL;
+	int rc;
+
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		fputs(policy_help, stdout);
+		return EXIT_OK;
+	}
+	if (argc != 3 || strcmp(argv[1], "check")) {
+		fputs(policy_help, stderr);
+		return EXIT_USAGE;
+	}
+	rc = pol_load_file(argv[2], &p, &err);
+	if (rc) {
+		if (err.line)
+			fprintf(stderr, "%s:%u:%u: error: %s\n", err.file, err.line, err.col, err.msg);
+		else
+			fprintf(stderr, "%s: error: %s\n", err.file, err.msg);
+		return rc == -EINVAL || rc == -EFBIG ? EXIT_USAGE : EXIT_ERR;
+	}
+	for (unsigned i = 0; i < pol_nwarnings(p); i++) {
+		const struct pol_error *w = pol_warning(p, i);
+
+		fprintf(stderr, "%s:%u:%u: warning: %s\n", w->file, w->line, w->col, w->msg);
+	}
+	printf("policy OK: %u allow rules, %u passthrough, %u secrets, hash %s\n", pol_nallow(p),
+	       pol_npassthrough(p), pol_nsecrets(p), pol_hash(p));
+	pol_unref(p);
+	return EXIT_OK;
+}
+
 /* ---- main ---- */
 
 static const struct {
@@ -622,6 +663,7 @@ static const struct {
 	{ "env", cmd_env, "print CA environment exports for shells" },
 	{ "status", cmd_status, "print sluiced's status (JSON)" },
 	{ "ping", cmd_ping, "check that sluiced is running" },
+	{ "policy", cmd_policy, "policy check FILE: validate a policy file" },
 };
 
 static void usage(FILE *out)
