@@ -2,7 +2,8 @@
 /*
  * sluice kernel half: cgroup programs attached to each sandbox cgroup (see
  * user/bpf_loader.c). Entry points are thin; the logic is in bpf/lib/ headers.
- * Minimum kernel: 5.15 (bpf_get_netns_cookie from sockops).
+ * Minimum kernel: 5.15 (bpf_get_netns_cookie from sockops). Refusals carry
+ * a real errno (EACCES) from 5.18 on (bpf_set_retval); before, EPERM.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -12,23 +13,75 @@
 
 #include "lib/maps.h"
 #include "lib/common.h"
+#include "lib/deny.h"
 #include "lib/redirect.h"
+#include "lib/sock.h"
 #include "lib/peer.h"
 #include "lib/conn.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Any error (no config, storage full, non-TCP stream) refuses the connect: fail closed. */
+/* Only TCP and UDP inet sockets (table in lib/sock.h); the rest gets EPERM. */
+SEC("cgroup/sock_create")
+int sluice_sock_create(struct bpf_sock *ctx)
+{
+	return sl_sock_create(ctx) < 0 ? SL_DENY : SL_ALLOW;
+}
+
+/*
+ * Any error (denied address, non-DNS UDP, no config, storage full, other
+ * protocols) refuses the connect: fail closed. Table in lib/redirect.h.
+ */
 SEC("cgroup/connect4")
 int sluice_connect4(struct bpf_sock_addr *ctx)
 {
-	return sl_redirect4(ctx) < 0 ? SL_DENY : SL_ALLOW;
+	return sl_verdict(sl_redirect4(ctx));
 }
 
 SEC("cgroup/connect6")
 int sluice_connect6(struct bpf_sock_addr *ctx)
 {
-	return sl_redirect6(ctx) < 0 ? SL_DENY : SL_ALLOW;
+	return sl_verdict(sl_redirect6(ctx));
+}
+
+/* Unconnected UDP, per datagram: the same rules as a UDP connect. */
+SEC("cgroup/sendmsg4")
+int sluice_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sl_verdict(sl_sendmsg4(ctx));
+}
+
+SEC("cgroup/sendmsg6")
+int sluice_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sl_verdict(sl_sendmsg6(ctx));
+}
+
+/* The verifier only accepts 1 from recvmsg hooks. */
+SEC("cgroup/recvmsg4")
+int sluice_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	sl_recv4(ctx);
+	return SL_ALLOW;
+}
+
+SEC("cgroup/recvmsg6")
+int sluice_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	sl_recv6(ctx);
+	return SL_ALLOW;
+}
+
+SEC("cgroup/bind4")
+int sluice_bind4(struct bpf_sock_addr *ctx)
+{
+	return sl_verdict(sl_bind_check(ctx));
+}
+
+SEC("cgroup/bind6")
+int sluice_bind6(struct bpf_sock_addr *ctx)
+{
+	return sl_verdict(sl_bind_check(ctx));
 }
 
 /* The verifier only accepts 1 from getpeername hooks. */

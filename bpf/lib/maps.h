@@ -40,4 +40,24 @@ struct {
 	__type(value, struct sluice_orig);
 } sluice_conn_map SEC(".maps");
 
+/*
+ * Deny sets of every sandbox, keyed {cgroup id, address} (see
+ * sluice_kern_user.h). LPM tries must be created without preallocation.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SLUICE_DENY_MAP_MAX);
+	__type(key, struct sluice_deny4_key);
+	__type(value, struct sluice_deny_val);
+} sluice_deny4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SLUICE_DENY_MAP_MAX);
+	__type(key, struct sluice_deny6_key);
+	__type(value, struct sluice_deny_val);
+} sluice_deny6 SEC(".maps");
+
 #endif

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * getpeername4/6: a redirected socket reports the address it asked for, not
- * the listener, so programs that check their peer (or log it) see no change.
+ * getpeername4/6 and recvmsg4/6: a redirected socket reports the address it
+ * asked for, not the listener, so programs that check their peer (or log it,
+ * or match DNS answers against the server they asked) see no change.
  */
 #ifndef SLUICE_BPF_PEER_H
 #define SLUICE_BPF_PEER_H
@@ -45,6 +46,56 @@ static __always_inline int sl_peer6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[3] = a[3];
 	ctx->user_port = st->port;
 	return 0;
+}
+
+/*
+ * recvmsg4: a datagram from the DNS listener gets the source the socket last
+ * sent its query to (glibc, musl, Go and c-ares drop answers from any other
+ * address). Everything else is left as it is.
+ */
+static __always_inline void sl_recv4(struct bpf_sock_addr *ctx)
+{
+	struct sluice_cfg *cfg = sl_cfg_get();
+	struct sluice_orig *st;
+	__u32 a;
+
+	if (!cfg || !cfg->dns_port || (__u16)ctx->user_port != cfg->dns_port ||
+	    ctx->user_ip4 != cfg->listen_addr4)
+		return;
+	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	if (!st || st->family != SLUICE_AF_INET)
+		return;
+	__builtin_memcpy(&a, st->addr, 4);
+	ctx->user_ip4 = a;
+	ctx->user_port = st->port;
+}
+
+/* recvmsg6: the same for ::1 and, on dual-stack sockets, ::ffff:127.0.0.1. */
+static __always_inline void sl_recv6(struct bpf_sock_addr *ctx)
+{
+	struct sluice_cfg *cfg = sl_cfg_get();
+	struct sluice_orig *st;
+	__u32 s[4], l[4];
+
+	if (!cfg || !cfg->dns_port || (__u16)ctx->user_port != cfg->dns_port)
+		return;
+	s[0] = ctx->user_ip6[0];
+	s[1] = ctx->user_ip6[1];
+	s[2] = ctx->user_ip6[2];
+	s[3] = ctx->user_ip6[3];
+	if (sl_ip6_is_v4mapped(s)) {
+		if (s[3] != cfg->listen_addr4)
+			return;
+	} else {
+		__builtin_memcpy(l, cfg->listen_addr6, 16);
+		if (s[0] != l[0] || s[1] != l[1] || s[2] != l[2] || s[3] != l[3])
+			return;
+	}
+	/* sl_peer6 writes the stored address in the form the socket asked for. */
+	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	if (!st || (st->family == SLUICE_AF_INET) != sl_ip6_is_v4mapped(s))
+		return;
+	sl_peer6(ctx);
 }
 
 #endif

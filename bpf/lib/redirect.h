@@ -1,7 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * connect4/connect6: remember where the sandbox wanted to go (socket local
- * storage) and send the connect to sluice's listener instead.
+ * connect4/6 and sendmsg4/6: refuse denied destinations, remember where the
+ * sandbox wanted to go (socket local storage) and send the connect (or the
+ * datagram) to sluice's listener instead:
+ *
+ *   socket  destination                      result
+ *   TCP     in the sandbox's deny set        EACCES
+ *   TCP     port 53                          DNS listener (TCP), recorded
+ *   TCP     anything else                    proxy listener, recorded
+ *   UDP     in the sandbox's deny set        EACCES
+ *   UDP     the DNS listener itself          unchanged (explicit use, nested sandboxes)
+ *   UDP     port 53                          DNS listener (UDP), recorded for recvmsg
+ *   UDP     anything else (QUIC, NTP, ...)   EACCES (QUIC clients fall back to TCP)
+ *   other   (SCTP, MPTCP, ping, UDP-Lite)    EPERM (also refused at socket())
+ *
+ * The deny set is checked before anything else except the listener itself:
+ * in nested sandboxes an outer cgroup's program sees the listener address
+ * the inner one wrote, which must not be refused by a deny entry covering
+ * loopback. No configured listener (or DNS listener for DNS): EPERM, closed.
  */
 #ifndef SLUICE_BPF_REDIRECT_H
 #define SLUICE_BPF_REDIRECT_H
@@ -16,6 +32,9 @@
  * verifier refuses the BTF walk here (the loader then reloads with
  * sl_cgroup_from_sk = false, and the verifier drops the dead branch), fall
  * back to the current task's cgroup, which is the same in every other case.
+ * UDP sockets have no bpf_skc_to_*() cast on every family, so they use the
+ * task's cgroup too; for them the id only selects the deny set (DNS goes to
+ * the DNS listener and everything else is refused whatever the sandbox).
  */
 const volatile bool sl_cgroup_from_sk = true;
 
@@ -31,19 +50,116 @@ static __always_inline __u64 sl_sock_cgroup_id(struct bpf_sock_addr *ctx)
 	return tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
 }
 
+enum {
+	SL_KIND_TCP = 1,
+	SL_KIND_UDP = 2,
+};
+
 /*
- * Which connects sluice steers. TCP only; UDP is left alone for now (a later
- * change adds DNS redirection and refuses the rest). Any other stream
- * protocol (SCTP, MPTCP) is refused: letting it through would be a bypass.
- * Returns 1 to steer, 0 to leave alone, -EPERM to refuse.
+ * Which sockets sluice steers: TCP and UDP. Anything else that reaches a
+ * connect hook (ping sockets have one; SCTP, MPTCP, UDP-Lite if a socket
+ * was made before sock_create was attached) is refused: letting it through
+ * would be a bypass.
  */
-static __always_inline int sl_connect_kind(struct bpf_sock_addr *ctx)
+static __always_inline int sl_sock_kind(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM)
-		return 0;
-	if (ctx->protocol != IPPROTO_TCP)
-		return -EPERM;
-	return 1;
+	if (ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP)
+		return SL_KIND_TCP;
+	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP)
+		return SL_KIND_UDP;
+	return -EPERM;
+}
+
+/*
+ * A destination in one shape for both families. v4: the address is a[3]
+ * (a[0..2] hold ::ffff: when mapped, so the v6 trie can be asked too).
+ */
+struct sl_dst {
+	__u32 a[4];
+	__u16 port;   /* network order */
+	bool v4;      /* IPv4, on an AF_INET socket or v4-mapped on AF_INET6 */
+	bool mapped;  /* v4-mapped destination of an AF_INET6 socket */
+};
+
+static __always_inline void sl_dst_load4(struct bpf_sock_addr *ctx, struct sl_dst *d)
+{
+	d->v4 = true;
+	/* sendmsg4 also runs for v4-mapped datagrams of AF_INET6 sockets. */
+	d->mapped = ctx->family == SLUICE_AF_INET6;
+	d->a[0] = 0;
+	d->a[1] = 0;
+	d->a[2] = d->mapped ? SL_V4MAPPED_W2 : 0;
+	d->a[3] = ctx->user_ip4;
+	d->port = (__u16)ctx->user_port; /* network order in the low 16 bits */
+}
+
+static __always_inline void sl_dst_load6(struct bpf_sock_addr *ctx, struct sl_dst *d)
+{
+	/* user_ip6 must be read with 4-byte loads, one word at a time. */
+	d->a[0] = ctx->user_ip6[0];
+	d->a[1] = ctx->user_ip6[1];
+	d->a[2] = ctx->user_ip6[2];
+	d->a[3] = ctx->user_ip6[3];
+	d->port = (__u16)ctx->user_port;
+	d->mapped = sl_ip6_is_v4mapped(d->a);
+	d->v4 = d->mapped;
+}
+
+static __always_inline bool sl_dst_is_listener(const struct sluice_cfg *cfg,
+					       const struct sl_dst *d)
+{
+	__u32 l[4];
+
+	if (d->v4)
+		return d->a[3] == cfg->listen_addr4;
+	__builtin_memcpy(l, cfg->listen_addr6, 16);
+	return d->a[0] == l[0] && d->a[1] == l[1] && d->a[2] == l[2] && d->a[3] == l[3];
+}
+
+/*
+ * Point d at the listener on port: ::ffff:127.0.0.1 for a mapped
+ * destination, so a dual-stack socket reaches the IPv4 listener.
+ */
+static __always_inline void sl_dst_to_listener(const struct sluice_cfg *cfg, struct sl_dst *d,
+					       __u16 port)
+{
+	if (d->v4) {
+		d->a[3] = cfg->listen_addr4;
+	} else {
+		__builtin_memcpy(d->a, cfg->listen_addr6, 16);
+	}
+	d->port = port;
+}
+
+static __always_inline bool sl_dst_denied(__u64 cg, const struct sl_dst *d)
+{
+	if (!d->v4)
+		return sl_deny6(cg, d->a);
+	/* A mapped destination matches v4 entries and their ::ffff: forms. */
+	return sl_deny4(cg, d->a[3]) || (d->mapped && sl_deny6(cg, d->a));
+}
+
+/*
+ * ::ffff:a.b.c.d from a dual-stack socket is an IPv4 destination: stored as
+ * AF_INET with SLUICE_ORIG_F_V4MAPPED (the daemon needs no second code path;
+ * getpeername6/recvmsg6 hand back the mapped form).
+ */
+static __always_inline void sl_orig_make(struct sluice_orig *o, const struct sl_dst *d, __u64 cg,
+					 __u32 flags)
+{
+	__builtin_memset(o, 0, sizeof(*o));
+	if (d->v4) {
+		__builtin_memcpy(o->addr, &d->a[3], 4);
+		o->family = SLUICE_AF_INET;
+		if (d->mapped)
+			flags |= SLUICE_ORIG_F_V4MAPPED;
+	} else {
+		__builtin_memcpy(o->addr, d->a, 16);
+		o->family = SLUICE_AF_INET6;
+	}
+	o->port = d->port;
+	o->flags = flags;
+	o->cgroup_id = cg;
 }
 
 /*
@@ -68,93 +184,126 @@ static __always_inline int sl_orig_store(struct bpf_sock_addr *ctx, const struct
 	return 0;
 }
 
-static __always_inline int sl_redirect4(struct bpf_sock_addr *ctx)
+/*
+ * UDP, for connect and for each unconnected datagram alike. Returns 1 when
+ * d was rewritten, 0 to leave it, -errno to refuse. The storage keeps the
+ * resolver the socket last sent to: recvmsg4/6 put it back as the source of
+ * the DNS listener's answers (one outstanding resolver per socket, which is
+ * what stub resolvers use).
+ */
+static __always_inline int sl_steer_udp(struct bpf_sock_addr *ctx, const struct sluice_cfg *cfg,
+					struct sl_dst *d, __u64 cg)
 {
-	struct sluice_orig o = {};
-	struct sluice_cfg *cfg;
-	__u32 dst = ctx->user_ip4;
-	__u16 port = (__u16)ctx->user_port; /* network order in the low 16 bits */
-	bool to_listener;
+	struct sluice_orig o;
 	int r;
 
-	r = sl_connect_kind(ctx);
-	if (r <= 0)
+	if (cfg->dns_port && d->port == cfg->dns_port && sl_dst_is_listener(cfg, d))
+		return 0;
+	if (sl_dst_denied(cg, d))
+		return -EACCES;
+	if (d->port != SL_DNS_PORT)
+		return -EACCES;
+	if (!cfg->dns_port)
+		return -EPERM; /* no DNS listener configured: fail closed */
+	sl_orig_make(&o, d, cg, 0);
+	r = sl_orig_store(ctx, &o, false);
+	if (r < 0)
 		return r;
+	sl_dst_to_listener(cfg, d, cfg->dns_port);
+	return 1;
+}
+
+/* TCP connect (Fast Open included). Same returns as sl_steer_udp. */
+static __always_inline int sl_steer_tcp(struct bpf_sock_addr *ctx, const struct sluice_cfg *cfg,
+					struct sl_dst *d, __u64 cg)
+{
+	struct sluice_orig o;
+	bool at, to_proxy, to_dns;
+	__u16 port;
+	int r;
+
+	at = sl_dst_is_listener(cfg, d);
+	to_proxy = at && d->port == cfg->listen_port;
+	to_dns = at && cfg->dns_port && d->port == cfg->dns_port;
+	if (!to_proxy && !to_dns && sl_dst_denied(cg, d))
+		return -EACCES;
+	port = cfg->listen_port;
+	if (to_dns || d->port == SL_DNS_PORT) {
+		if (!cfg->dns_port)
+			return -EPERM;
+		port = cfg->dns_port; /* DNS over TCP: the DNS listener, recorded the same way */
+	}
+	sl_orig_make(&o, d, cg, SLUICE_ORIG_F_PENDING);
+	r = sl_orig_store(ctx, &o, to_proxy || to_dns);
+	if (r < 0)
+		return r;
+	sl_dst_to_listener(cfg, d, port);
+	return 1;
+}
+
+static __always_inline int sl_steer(struct bpf_sock_addr *ctx, struct sl_dst *d)
+{
+	struct sluice_cfg *cfg;
+	int kind;
+
+	kind = sl_sock_kind(ctx);
+	if (kind < 0)
+		return kind;
 	cfg = sl_cfg_get();
 	if (!cfg || !cfg->listen_port)
 		return -EPERM; /* no listener configured yet: fail closed */
+	if (kind == SL_KIND_UDP)
+		return sl_steer_udp(ctx, cfg, d, sl_sock_cgroup_id(ctx));
+	return sl_steer_tcp(ctx, cfg, d, sl_sock_cgroup_id(ctx));
+}
 
-	to_listener = dst == cfg->listen_addr4 && port == cfg->listen_port;
-	__builtin_memcpy(o.addr, &dst, 4);
-	o.port = port;
-	o.family = SLUICE_AF_INET;
-	o.flags = SLUICE_ORIG_F_PENDING;
-	o.cgroup_id = sl_sock_cgroup_id(ctx);
-	r = sl_orig_store(ctx, &o, to_listener);
-	if (r < 0)
+/* connect4, sendmsg4. Returns 0 (possibly rewritten) or -errno. */
+static __always_inline int sl_redirect4(struct bpf_sock_addr *ctx)
+{
+	struct sl_dst d = {};
+	int r;
+
+	sl_dst_load4(ctx, &d);
+	r = sl_steer(ctx, &d);
+	if (r <= 0)
 		return r;
-
-	ctx->user_ip4 = cfg->listen_addr4;
-	ctx->user_port = cfg->listen_port;
+	ctx->user_ip4 = d.a[3];
+	ctx->user_port = d.port;
 	return 0;
 }
 
+/* connect6, sendmsg6. Returns 0 (possibly rewritten) or -errno. */
 static __always_inline int sl_redirect6(struct bpf_sock_addr *ctx)
 {
-	struct sluice_orig o = {};
-	struct sluice_cfg *cfg;
-	__u32 dst[4], lst[4];
-	__u16 port = (__u16)ctx->user_port;
-	bool mapped, to_listener;
+	struct sl_dst d = {};
 	int r;
 
-	r = sl_connect_kind(ctx);
+	sl_dst_load6(ctx, &d);
+	r = sl_steer(ctx, &d);
 	if (r <= 0)
 		return r;
-	cfg = sl_cfg_get();
-	if (!cfg || !cfg->listen_port)
-		return -EPERM;
-
-	/* user_ip6 must be read with 4-byte loads, one word at a time. */
-	dst[0] = ctx->user_ip6[0];
-	dst[1] = ctx->user_ip6[1];
-	dst[2] = ctx->user_ip6[2];
-	dst[3] = ctx->user_ip6[3];
-	mapped = sl_ip6_is_v4mapped(dst);
-
-	/*
-	 * ::ffff:a.b.c.d from a dual-stack socket is an IPv4 connect: stored as
-	 * AF_INET (the daemon needs no second code path) and sent to the v4
-	 * listener in mapped form, which the v6 socket can reach.
-	 */
-	if (mapped) {
-		lst[0] = 0;
-		lst[1] = 0;
-		lst[2] = SL_V4MAPPED_W2;
-		lst[3] = cfg->listen_addr4;
-		__builtin_memcpy(o.addr, &dst[3], 4);
-		o.family = SLUICE_AF_INET;
-		o.flags = SLUICE_ORIG_F_V4MAPPED;
-	} else {
-		__builtin_memcpy(lst, cfg->listen_addr6, 16);
-		__builtin_memcpy(o.addr, dst, 16);
-		o.family = SLUICE_AF_INET6;
+	if (d.v4) {
+		d.a[0] = 0;
+		d.a[1] = 0;
+		d.a[2] = SL_V4MAPPED_W2;
 	}
-	to_listener = port == cfg->listen_port && dst[0] == lst[0] && dst[1] == lst[1] &&
-		      dst[2] == lst[2] && dst[3] == lst[3];
-	o.port = port;
-	o.flags |= SLUICE_ORIG_F_PENDING;
-	o.cgroup_id = sl_sock_cgroup_id(ctx);
-	r = sl_orig_store(ctx, &o, to_listener);
-	if (r < 0)
-		return r;
-
-	ctx->user_ip6[0] = lst[0];
-	ctx->user_ip6[1] = lst[1];
-	ctx->user_ip6[2] = lst[2];
-	ctx->user_ip6[3] = lst[3];
-	ctx->user_port = cfg->listen_port;
+	ctx->user_ip6[0] = d.a[0];
+	ctx->user_ip6[1] = d.a[1];
+	ctx->user_ip6[2] = d.a[2];
+	ctx->user_ip6[3] = d.a[3];
+	ctx->user_port = d.port;
 	return 0;
+}
+
+/* sendmsg only ever sees UDP; a connected TCP path never runs it. */
+static __always_inline int sl_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sl_redirect4(ctx);
+}
+
+static __always_inline int sl_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sl_redirect6(ctx);
 }
 
 #endif

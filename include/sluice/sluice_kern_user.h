@@ -16,11 +16,17 @@
 #define SLUICE_AF_INET  2
 #define SLUICE_AF_INET6 10
 
-/* Single-entry config array, key 0. Written by sluiced before any attach. */
+/*
+ * Single-entry config array, key 0. Written by sluiced before any attach.
+ * The DNS listener (UDP and TCP) uses the same addresses as the proxy
+ * listener. dns_port took the place of a padding field: the layout (and so a
+ * pinned map of an older sluiced) is unchanged, and 0 means "no DNS
+ * listener", which makes the programs refuse DNS (fail closed).
+ */
 struct sluice_cfg {
 	__be32 listen_addr4;    /* listener IPv4 address (127.0.0.1) */
 	__be16 listen_port;     /* listener TCP port, network order */
-	__u16 pad0;
+	__be16 dns_port;        /* DNS listener port (UDP + TCP), network order; 0: none */
 	__u8 listen_addr6[16];  /* listener IPv6 address (::1) */
 	__u32 flags;            /* reserved, 0 */
 	__u32 pad1;
@@ -66,10 +72,41 @@ struct sluice_conn_key {
 
 #define SLUICE_CONN_MAP_MAX 65536
 
+/*
+ * Deny set: one LPM trie per family serves every sandbox. The key is the
+ * socket's cgroup id followed by the address, and an entry for CIDR a/n of
+ * sandbox c is inserted with prefixlen = 64 + n, so a lookup with
+ * {64 + 32 (or 128), c, dst} matches only c's entries. cgroup_id is the
+ * __u64 in host byte order, copied as bytes (the trie compares bytes; only
+ * all 64 bits matter, so the order is irrelevant as long as both halves
+ * agree). Packed layout, no padding: data must follow prefixlen directly.
+ */
+#define SLUICE_DENY_CG_BITS 64
+struct sluice_deny4_key {
+	__u32 prefixlen;        /* 64 + IPv4 prefix length (0..32) */
+	__u8 cgroup_id[8];
+	__u8 addr[4];
+};
+
+struct sluice_deny6_key {
+	__u32 prefixlen;        /* 64 + IPv6 prefix length (0..128) */
+	__u8 cgroup_id[8];
+	__u8 addr[16];
+};
+
+/* Value of a deny entry: reserved (a rule number later), 0 today. */
+struct sluice_deny_val {
+	__u32 flags;
+};
+
+#define SLUICE_DENY_MAP_MAX 65536
+
 #ifndef __VMLINUX_H__
 _Static_assert(sizeof(struct sluice_cfg) == 32, "sluice_cfg layout");
 _Static_assert(sizeof(struct sluice_orig) == 32, "sluice_orig layout");
 _Static_assert(sizeof(struct sluice_conn_key) == 32, "sluice_conn_key layout");
+_Static_assert(sizeof(struct sluice_deny4_key) == 16, "sluice_deny4_key layout");
+_Static_assert(sizeof(struct sluice_deny6_key) == 28, "sluice_deny6_key layout");
 #endif
 
 #endif
