@@ -20,8 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -206,6 +209,61 @@ static void forward_signal(int sig, siginfo_t *si, void *uc)
 
 static const int forwarded_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
 
+/*
+ * Capabilities the command loses (it still runs as root otherwise: the
+ * operator chose that). Each one is a way around the kernel half:
+ *   CAP_NET_RAW     raw and packet sockets (sock_create only sees inet ones)
+ *   CAP_NET_ADMIN   nftables, routes, interfaces of the sandbox netns
+ *   CAP_SYS_ADMIN   setns() out of the sandbox netns, mounts, bpf() on old kernels
+ *   CAP_BPF         detaching or replacing sluice's programs, editing its maps
+ *   CAP_SYS_PTRACE  pidfd_getfd()/ptrace on sluiced or any process outside the
+ *                   sandbox, to borrow a socket whose cgroup is not the sandbox's
+ *   CAP_SYS_MODULE  a kernel module undoes all of the above
+ */
+#ifndef CAP_BPF
+#define CAP_BPF 39 /* 5.8+; older UAPI headers lack it */
+#endif
+static const int run_dropped_caps[] = { CAP_NET_RAW,	CAP_NET_ADMIN,	CAP_SYS_ADMIN,
+					CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_BPF };
+
+/*
+ * Drop run_dropped_caps from the bounding set (so exec of a root process
+ * cannot get them back), the ambient set, and the effective, permitted and
+ * inheritable sets (capset(2) directly, no libcap), then set no_new_privs so
+ * no setuid or file-capability binary can regain them. Returns 0 or -errno.
+ * A capability this kernel does not know (CAP_BPF before 5.8) is skipped.
+ */
+static int run_drop_privileges(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+	size_t i;
+
+	for (i = 0; i < sizeof(run_dropped_caps) / sizeof(run_dropped_caps[0]); i++) {
+		int cap = run_dropped_caps[i];
+
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -errno;
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap, 0, 0) < 0 && errno != EINVAL)
+			return -errno;
+	}
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return -errno;
+	for (i = 0; i < sizeof(run_dropped_caps) / sizeof(run_dropped_caps[0]); i++) {
+		unsigned w = run_dropped_caps[i] / 32;
+		uint32_t bit = 1u << (run_dropped_caps[i] % 32);
+
+		data[w].effective &= ~bit;
+		data[w].permitted &= ~bit;
+		data[w].inheritable &= ~bit;
+	}
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return -errno;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
+
 /* In the child: enter the sandbox and exec CMD. Never returns. */
 static void run_child(const char *cgroup, const char *pin, const char *ca, char **cmd)
 {
@@ -238,6 +296,12 @@ static void run_child(const char *cgroup, const char *pin, const char *ca, char 
 				fprintf(stderr, "sluicectl: setenv: %s\n", strerror(errno));
 				_exit(EXIT_INTERNAL);
 			}
+	}
+	/* Last: entering the netns above needs CAP_SYS_ADMIN. */
+	rc = run_drop_privileges();
+	if (rc) {
+		fprintf(stderr, "sluicectl: cannot drop capabilities: %s\n", strerror(-rc));
+		_exit(EXIT_INTERNAL);
 	}
 	execvp(cmd[0], cmd);
 	fprintf(stderr, "sluicectl: cannot run %s: %s\n", cmd[0], strerror(errno));
