@@ -1582,7 +1582,9 @@ void proxy_listener_remove(struct proxy *p, const char *owner_id)
 int proxy_status_json(struct proxy *p, char *out, size_t len)
 {
 	unsigned nsb = 0;
+	unsigned long dials, reuses;
 
+	up_stats(&dials, &reuses);
 	pthread_rwlock_rdlock(&p->sb_lock);
 	for (unsigned i = 0; i < SANDBOX_MAX; i++)
 		nsb += p->sandboxes[i].used;
@@ -1590,9 +1592,10 @@ int proxy_status_json(struct proxy *p, char *out, size_t len)
 	return snprintf(out, len,
 			"\"sandboxes\":%u,\"open_connections\":%u,\"total_connections\":%lu,"
 			"\"total_requests\":%lu,\"refused_connections\":%lu,"
-			"\"upstream_errors\":%lu,\"tls_handshakes\":%lu,\"workers\":%u",
+			"\"upstream_errors\":%lu,\"tls_handshakes\":%lu,\"upstream_dials\":%lu,"
+			"\"upstream_pool_reuses\":%lu,\"workers\":%u",
 			nsb, atomic_load(&p->open_conns), atomic_load(&p->total_conns),
 			atomic_load(&p->total_requests), atomic_load(&p->refused_conns),
-			atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes),
-			p->nworkers);
+			atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes), dials,
+			reuses, p->nworkers);
 }

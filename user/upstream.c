@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,6 +12,14 @@
 
 #include "tls.h"
 #include "upstream.h"
+
+static atomic_ulong stat_dials, stat_reuses;
+
+void up_stats(unsigned long *ret_dials, unsigned long *ret_reuses)
+{
+	*ret_dials = atomic_load(&stat_dials);
+	*ret_reuses = atomic_load(&stat_reuses);
+}
 
 struct up_pool {
 	struct loop *loop;
@@ -270,6 +279,7 @@ struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, 
 	for (u = p->idle; u; u = u->next) {
 		if (strcmp(u->key, key) == 0) {
 			idle_unlink(u);
+			atomic_fetch_add(&stat_reuses, 1);
 			u->reused = true;
 			u->notify = notify;
 			u->owner = owner;
@@ -279,6 +289,7 @@ struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, 
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return NULL;
+	atomic_fetch_add(&stat_dials, 1);
 	u->pool = p;
 	u->c.fd = -1;
 	snprintf(u->key, sizeof(u->key), "%s", key);

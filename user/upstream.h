@@ -84,6 +84,9 @@ void up_release(struct upconn *u, bool reusable);
  * event was stale (nothing to read, not closed), so it is still usable. */
 bool up_idle_alive(struct upconn *u);
 
+/* Process-wide counters: new upstream connections, and pool hits. */
+void up_stats(unsigned long *ret_dials, unsigned long *ret_reuses);
+
 /* true when the address may be dialled: never loopback, unspecified,
  * link-local (cloud metadata), multicast or broadcast, in any v4/v6 form. */
 bool up_addr_allowed(const struct sockaddr_storage *ss);
