@@ -477,6 +477,7 @@ struct swap_stream {
 	size_t repl_off;
 	uint64_t hits;
 	size_t nrepl;
+	size_t nnotes; /* non-zero lp slots at positions >= walk */
 	bool blocked;
 	bool finished;
 };
@@ -559,7 +560,8 @@ static void absorb(struct swap_stream *st, const unsigned char *in, size_t n)
 	const struct swap_set *s = st->set;
 	size_t mask = st->cap - 1, at = (size_t)(st->pos & mask), first = st->cap - at;
 	uint64_t walk = st->walk, pos = st->pos;
-	uint32_t state = st->state;
+	const uint32_t *dense = s->dense;
+	uint32_t state = st->state, ndense = s->ndense;
 
 	if (first > n)
 		first = n;
@@ -568,8 +570,11 @@ static void absorb(struct swap_stream *st, const unsigned char *in, size_t n)
 	memset(st->lp + at, 0, first);
 	memset(st->lp, 0, n - first);
 	for (size_t i = 0; i < n; i++) {
-		state = go(s, state, in[i]);
-		if (state & ST_OUT) {
+		uint32_t x = state & ST_IDX;
+
+		/* The hot loop: near the root every step is one dense lookup. */
+		state = x < ndense ? dense[(size_t)x * 256 + in[i]] : go(s, state, in[i]);
+		if (__builtin_expect(!!(state & ST_OUT), 0)) {
 			uint32_t j = state & ST_IDX;
 			uint64_t end = pos + i + 1;
 
@@ -581,8 +586,12 @@ static void absorb(struct swap_stream *st, const unsigned char *in, size_t n)
 
 				/* Starts before walk are behind a decision (and their
 				 * slots may already belong to newer bytes). */
-				if (start >= walk)
-					st->lp[start & mask] = (unsigned char)(k + 1);
+				if (start >= walk) {
+					unsigned char *slot = &st->lp[start & mask];
+
+					st->nnotes += !*slot;
+					*slot = (unsigned char)(k + 1);
+				}
 			}
 		}
 	}
@@ -615,8 +624,13 @@ static int drain(struct swap_stream *st, bool final, swap_out_fn out, void *arg)
 				return r;
 			st->repl = -1;
 		}
-		while (st->walk < limit && !st->lp[st->walk & mask])
-			st->walk++;
+		if (!st->nnotes) {
+			if (st->walk < limit)
+				st->walk = limit;
+		} else {
+			while (st->walk < limit && !st->lp[st->walk & mask])
+				st->walk++;
+		}
 		while (st->emit < st->walk) {
 			size_t at = (size_t)(st->emit & mask), n = (size_t)(st->walk - st->emit);
 
@@ -634,6 +648,9 @@ static int drain(struct swap_stream *st, bool final, swap_out_fn out, void *arg)
 		st->repl_off = 0;
 		st->hits |= 1ull << s->pat[st->repl].id;
 		st->nrepl++;
+		/* Notes inside the replaced span are dead. */
+		for (uint64_t q = st->walk; q < st->walk + s->pat[st->repl].from_len; q++)
+			st->nnotes -= !!st->lp[q & mask];
 		st->walk += s->pat[st->repl].from_len;
 		st->emit = st->walk;
 	}
