@@ -32,11 +32,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/if_ether.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+
 #include <bpf/bpf.h>
 
 #include "bpf_loader.h"
 
+/* `sluicectl run`'s capability drop is static in sluicectl.c: test it in place. */
+#define main sluicectl_main
+#include "sluicectl.c"
+#undef main
+
 #define PORT 15001
+#define DNS_PORT 15053
 #define NKIDS_MAX 64
 #define IO_TIMEOUT_MS 5000
 
@@ -52,9 +62,17 @@ static struct {
 	int host_ns, sb_ns;
 	struct bpfl *b;
 	int lfd4, lfd6;
+	int dns_u4, dns_u6, dns_t4, dns_t6; /* DNS listeners, opened by tests that use them */
 	pid_t kids[NKIDS_MAX];
 	int nkids;
-} T = { .host_ns = -1, .sb_ns = -1, .lfd4 = -1, .lfd6 = -1 };
+} T = { .host_ns = -1,
+	.sb_ns = -1,
+	.lfd4 = -1,
+	.lfd6 = -1,
+	.dns_u4 = -1,
+	.dns_u6 = -1,
+	.dns_t4 = -1,
+	.dns_t6 = -1 };
 
 /* Child's view of one connect(). */
 struct cres {
@@ -193,29 +211,44 @@ static struct sockaddr_storage sa(const char *ip, uint16_t port, socklen_t *len)
 	return ss;
 }
 
-/* Listener inside the sandbox netns, as sluiced opens it: setns, socket, setns back. */
-static int listen_in_ns(const char *ip)
+/* A socket inside the sandbox netns, as sluiced opens it: setns, socket, setns back. */
+static int sock_in_ns(const char *ip, uint16_t port, int type)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	int fd, one = 1;
 
-	ss = sa(ip, PORT, &len);
+	ss = sa(ip, port, &len);
 	cr_assert_eq(setns(T.sb_ns, CLONE_NEWNET), 0);
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(ss.ss_family, type | SOCK_CLOEXEC, 0);
 	cr_assert_eq(setns(T.host_ns, CLONE_NEWNET), 0);
 	cr_assert_geq(fd, 0);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	cr_assert_eq(bind(fd, (struct sockaddr *)&ss, len), 0, "bind %s: %s", ip, strerror(errno));
-	cr_assert_eq(listen(fd, 128), 0);
+	if (type == SOCK_STREAM)
+		cr_assert_eq(listen(fd, 128), 0);
 	return fd;
+}
+
+static int listen_in_ns(const char *ip)
+{
+	return sock_in_ns(ip, PORT, SOCK_STREAM);
+}
+
+/* A test stand-in for sluiced's DNS listener: UDP and TCP, v4 and v6. */
+static void dns_listeners(void)
+{
+	T.dns_u4 = sock_in_ns("127.0.0.1", DNS_PORT, SOCK_DGRAM);
+	T.dns_u6 = sock_in_ns("::1", DNS_PORT, SOCK_DGRAM);
+	T.dns_t4 = sock_in_ns("127.0.0.1", DNS_PORT, SOCK_STREAM);
+	T.dns_t6 = sock_in_ns("::1", DNS_PORT, SOCK_STREAM);
 }
 
 static struct bpfl *loader_open(void)
 {
-	struct bpfl_opts o = { .pin_dir = T.pin_dir, .listen_port = PORT };
+	struct bpfl_opts o = { .pin_dir = T.pin_dir, .listen_port = PORT, .dns_port = DNS_PORT };
 	struct bpfl *b = NULL;
 	int r;
 
@@ -271,6 +304,14 @@ static void teardown(void)
 		close(T.lfd4);
 	if (T.lfd6 >= 0)
 		close(T.lfd6);
+	if (T.dns_u4 >= 0)
+		close(T.dns_u4);
+	if (T.dns_u6 >= 0)
+		close(T.dns_u6);
+	if (T.dns_t4 >= 0)
+		close(T.dns_t4);
+	if (T.dns_t6 >= 0)
+		close(T.dns_t6);
 	if (T.b) {
 		bpfl_detach_cgroup(T.b, "sb");
 		bpfl_detach_cgroup(T.b, "inner");
@@ -560,14 +601,20 @@ Test(bpf_loader, no_config_fails_closed)
 	client_end(&c);
 }
 
-/* UDP is not steered yet: with only loopback in the netns it goes nowhere. */
-Test(bpf_loader, udp_untouched)
+/* UDP other than DNS is refused at connect with EACCES (QUIC falls back to TCP). */
+Test(bpf_loader, udp_non_dns_refused)
 {
 	struct client c;
 
 	NEED_ROOT();
-	client_run(&c, T.cg, SOCK_DGRAM, "198.18.0.9", 53);
-	cr_assert_eq(c.res.err, ENETUNREACH, "got %s", strerror(c.res.err));
+	client_run(&c, T.cg, SOCK_DGRAM, "198.18.0.9", 443);
+	cr_assert_eq(c.res.err, EACCES, "got %s", strerror(c.res.err));
+	client_end(&c);
+	client_run(&c, T.cg, SOCK_DGRAM, "2001:db8::1", 443);
+	cr_assert_eq(c.res.err, EACCES, "got %s", strerror(c.res.err));
+	client_end(&c);
+	client_run(&c, T.cg, SOCK_DGRAM, "::ffff:198.18.0.9", 443);
+	cr_assert_eq(c.res.err, EACCES, "got %s", strerror(c.res.err));
 	client_end(&c);
 }
 
@@ -740,4 +787,648 @@ Test(bpf_loader, concurrent_connects)
 	}
 	for (i = 0; i < NCONC; i++)
 		client_end(&c[i]);
+}
+
+/* ---- enforcement: sockets, deny set, UDP/DNS, bind, capabilities ---- */
+
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+#ifndef IPPROTO_UDPLITE
+#define IPPROTO_UDPLITE 136
+#endif
+
+/* What a job child reports: a few errnos, a few addresses, a little data. */
+struct jres {
+	int v[32];
+	struct sockaddr_storage ss[2];
+	char data[8];
+};
+
+struct job {
+	pid_t pid;
+	int rd;
+	struct jres res;
+};
+
+typedef void (*job_fn)(const void *arg, struct jres *res);
+
+/* Fork a child that joins cgroup cg (if not NULL) and the sandbox netns, then runs fn. */
+static void job_start(struct job *j, const char *cg, job_fn fn, const void *arg)
+{
+	struct jres res = {};
+	char procs[PATH_MAX + 16];
+	int p[2], fd;
+
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	cr_assert_lt(T.nkids, NKIDS_MAX);
+	j->pid = fork();
+	cr_assert_geq(j->pid, 0);
+	if (j->pid == 0) {
+		close(p[0]);
+		alarm(30);
+		if (cg) {
+			snprintf(procs, sizeof(procs), "%s/cgroup.procs", cg);
+			fd = open(procs, O_WRONLY | O_CLOEXEC);
+			if (fd < 0 || write(fd, "0", 1) != 1)
+				_exit(3);
+			close(fd);
+		}
+		if (setns(T.sb_ns, CLONE_NEWNET) < 0)
+			_exit(3);
+		fn(arg, &res);
+		if (write(p[1], &res, sizeof(res)) != sizeof(res))
+			_exit(5);
+		_exit(0);
+	}
+	T.kids[T.nkids++] = j->pid;
+	close(p[1]);
+	j->rd = p[0];
+}
+
+static void job_wait(struct job *j)
+{
+	int r = read_full(j->rd, &j->res, sizeof(j->res));
+
+	cr_assert_eq(r, 0, "job result: %s", strerror(-r));
+	close(j->rd);
+}
+
+static void job_run(struct job *j, const char *cg, job_fn fn, const void *arg)
+{
+	job_start(j, cg, fn, arg);
+	job_wait(j);
+}
+
+static void assert_quiet(int fd, const char *what)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	cr_assert_eq(poll(&p, 1, 0), 0, "%s saw traffic", what);
+}
+
+/* -- sock_create: the decision table of bpf/lib/sock.h -- */
+
+struct sock_row {
+	int family, type, proto;
+	bool allowed;
+	const char *what;
+};
+
+static const struct sock_row sock_rows[] = {
+	{ AF_INET, SOCK_STREAM, 0, true, "tcp4" },
+	{ AF_INET, SOCK_STREAM, IPPROTO_TCP, true, "tcp4 explicit" },
+	{ AF_INET6, SOCK_STREAM, 0, true, "tcp6" },
+	{ AF_INET6, SOCK_STREAM, IPPROTO_TCP, true, "tcp6 explicit" },
+	{ AF_INET, SOCK_DGRAM, 0, true, "udp4" },
+	{ AF_INET, SOCK_DGRAM, IPPROTO_UDP, true, "udp4 explicit" },
+	{ AF_INET6, SOCK_DGRAM, IPPROTO_UDP, true, "udp6" },
+	{ AF_UNIX, SOCK_STREAM, 0, true, "unix stream" },
+	{ AF_UNIX, SOCK_DGRAM, 0, true, "unix dgram" },
+	{ AF_NETLINK, SOCK_RAW, NETLINK_ROUTE, true, "netlink route" },
+	/* The hook never sees AF_PACKET: CAP_NET_RAW (dropped by sluicectl run) guards it. */
+	{ AF_PACKET, SOCK_RAW, 0, true, "packet (capability-guarded)" },
+	{ AF_INET, SOCK_RAW, IPPROTO_ICMP, false, "raw4 icmp" },
+	{ AF_INET, SOCK_RAW, IPPROTO_RAW, false, "raw4 raw" },
+	{ AF_INET, SOCK_RAW, IPPROTO_UDP, false, "raw4 udp" },
+	{ AF_INET6, SOCK_RAW, IPPROTO_ICMPV6, false, "raw6 icmpv6" },
+	{ AF_INET, SOCK_DGRAM, IPPROTO_ICMP, false, "ping4" },
+	{ AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6, false, "ping6" },
+	{ AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE, false, "udplite4" },
+	{ AF_INET6, SOCK_DGRAM, IPPROTO_UDPLITE, false, "udplite6" },
+	{ AF_INET, SOCK_STREAM, IPPROTO_MPTCP, false, "mptcp4" },
+	{ AF_INET6, SOCK_STREAM, IPPROTO_MPTCP, false, "mptcp6" },
+	{ AF_INET, SOCK_STREAM, IPPROTO_SCTP, false, "sctp4 stream" },
+	{ AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP, false, "sctp4 seqpacket" },
+	{ AF_INET6, SOCK_STREAM, IPPROTO_SCTP, false, "sctp6 stream" },
+};
+#define NSOCK_ROWS (sizeof(sock_rows) / sizeof(sock_rows[0]))
+
+static void sock_table_fn(const void *arg, struct jres *res)
+{
+	size_t i;
+	int fd;
+
+	(void)arg;
+	/* Ping sockets are refused by the netns' ping_group_range before the hook runs. */
+	fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "0 2147483647", 12) != 12)
+		_exit(7);
+	close(fd);
+	for (i = 0; i < NSOCK_ROWS; i++) {
+		fd = socket(sock_rows[i].family, sock_rows[i].type | SOCK_CLOEXEC,
+			    sock_rows[i].family == AF_PACKET ? htons(ETH_P_ALL) : sock_rows[i].proto);
+		res->v[i] = fd < 0 ? errno : 0;
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+Test(bpf_loader, sock_create_table)
+{
+	struct job in, out;
+	size_t i;
+
+	NEED_ROOT();
+	cr_assert_eq(mkdir(T.cg2, 0755), 0); /* control: same netns, no programs */
+	job_run(&in, T.cg, sock_table_fn, NULL);
+	job_run(&out, T.cg2, sock_table_fn, NULL);
+	for (i = 0; i < NSOCK_ROWS; i++) {
+		const struct sock_row *r = &sock_rows[i];
+
+		if (getenv("SLUICE_TEST_VERBOSE"))
+			fprintf(stderr, "%-28s sandbox %-24s control %s\n", r->what,
+				strerror(in.res.v[i]), strerror(out.res.v[i]));
+
+		if (r->allowed) {
+			cr_assert_eq(in.res.v[i], 0, "%s: %s", r->what, strerror(in.res.v[i]));
+			continue;
+		}
+		/* Raw and ping must work without sluice, or the row proves nothing. */
+		if (r->type == SOCK_RAW || r->proto == IPPROTO_ICMP || r->proto == IPPROTO_ICMPV6)
+			cr_assert_eq(out.res.v[i], 0, "control %s: %s", r->what,
+				     strerror(out.res.v[i]));
+		if (out.res.v[i] == 0)
+			cr_assert_eq(in.res.v[i], EPERM, "%s: %s", r->what, strerror(in.res.v[i]));
+		else /* protocol not built into this kernel: refused either way */
+			cr_assert_neq(in.res.v[i], 0, "%s allowed", r->what);
+	}
+}
+
+/* -- deny set -- */
+
+static struct bpfl_cidr cidr(const char *s)
+{
+	struct bpfl_cidr c = {};
+	char ip[64];
+	const char *slash = strchr(s, '/');
+
+	cr_assert(slash && (size_t)(slash - s) < sizeof(ip));
+	memcpy(ip, s, slash - s);
+	ip[slash - s] = '\0';
+	c.prefix = (unsigned)atoi(slash + 1);
+	if (inet_pton(AF_INET, ip, c.addr) == 1)
+		c.family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, c.addr) == 1)
+		c.family = AF_INET6;
+	else
+		cr_assert_fail("bad cidr %s", s);
+	return c;
+}
+
+static void set_deny(const char *cg, const char *const *list, unsigned n)
+{
+	struct bpfl_cidr c[16];
+	unsigned i;
+	int r;
+
+	cr_assert_leq(n, 16);
+	for (i = 0; i < n; i++)
+		c[i] = cidr(list[i]);
+	r = bpfl_set_deny(T.b, bpfl_cgroup_id(cg), c, n);
+	cr_assert_eq(r, 0, "bpfl_set_deny: %s", strerror(-r));
+}
+
+static void expect_connect_err(const char *cg, int type, const char *ip, uint16_t port, int err)
+{
+	struct client c;
+
+	client_run(&c, cg, type, ip, port);
+	cr_assert_eq(c.res.err, err, "connect %s:%u: got %s, want %s", ip, port,
+		     strerror(c.res.err), strerror(err));
+	client_end(&c);
+}
+
+/* Entries of cgroup cg in the pinned deny map of one family. */
+static unsigned deny_count(const char *cg, int family)
+{
+	char path[PATH_MAX];
+	unsigned char key[28], next[28];
+	uint64_t id = bpfl_cgroup_id(cg), kid;
+	unsigned n = 0, i;
+	void *prev = NULL;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps/%s", T.pin_dir,
+		 family == AF_INET ? "sluice_deny4" : "sluice_deny6");
+	fd = bpf_obj_get(path);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	for (i = 0; i < 100000 && bpf_map_get_next_key(fd, prev, next) == 0; i++) {
+		memcpy(key, next, sizeof(key));
+		prev = key;
+		memcpy(&kid, key + 4, 8);
+		n += kid == id;
+	}
+	close(fd);
+	return n;
+}
+
+Test(bpf_loader, deny_refuses_with_eacces)
+{
+	static const char *const deny[] = { "203.0.113.7/32", "169.254.0.0/16",
+					    "::ffff:169.254.0.0/112", "2001:db8:dead::/48" };
+
+	NEED_ROOT();
+	set_deny(T.cg, deny, 4);
+	expect_connect_err(T.cg, SOCK_STREAM, "203.0.113.7", 443, EACCES);
+	expect_connect_err(T.cg, SOCK_STREAM, "169.254.169.254", 80, EACCES);
+	expect_connect_err(T.cg, SOCK_STREAM, "::ffff:169.254.169.254", 80, EACCES);
+	expect_connect_err(T.cg, SOCK_STREAM, "::ffff:203.0.113.7", 443, EACCES); /* v4 entry */
+	expect_connect_err(T.cg, SOCK_STREAM, "2001:db8:dead::1", 443, EACCES);
+	/* UDP checks the deny set first too, even for DNS. */
+	expect_connect_err(T.cg, SOCK_DGRAM, "169.254.169.253", 53, EACCES);
+	/* Fast Open connects through sendto(): same refusal. */
+	T.tfo = true;
+	expect_connect_err(T.cg, SOCK_STREAM, "203.0.113.7", 443, EACCES);
+	T.tfo = false;
+	assert_quiet(T.lfd4, "v4 listener");
+	assert_quiet(T.lfd6, "v6 listener");
+	/* Neighbours of denied addresses are still intercepted. */
+	check_redirect(T.cg, "203.0.113.8", "203.0.113.8", T.lfd4, 0, "203.0.113.8");
+	check_redirect(T.cg, "2001:db8:beef::1", "2001:db8:beef::1", T.lfd6, 0,
+		       "2001:db8:beef::1");
+}
+
+/* Only the v6 form is listed: a v4-mapped destination still matches it. */
+Test(bpf_loader, deny_mapped_form_only)
+{
+	static const char *const deny[] = { "::ffff:169.254.0.0/112" };
+
+	NEED_ROOT();
+	set_deny(T.cg, deny, 1);
+	expect_connect_err(T.cg, SOCK_STREAM, "::ffff:169.254.1.1", 80, EACCES);
+	assert_quiet(T.lfd4, "v4 listener");
+}
+
+Test(bpf_loader, deny_is_per_sandbox)
+{
+	static const char *const deny[] = { "203.0.113.7/32", "::ffff:203.0.113.7/128" };
+
+	NEED_ROOT();
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	cr_assert_eq(bpfl_attach_cgroup(T.b, "sb2", T.cg2), 0);
+	set_deny(T.cg, deny, 2);
+	expect_connect_err(T.cg, SOCK_STREAM, "203.0.113.7", 443, EACCES);
+	check_redirect(T.cg2, "203.0.113.7", "203.0.113.7", T.lfd4, 0, "203.0.113.7");
+	check_redirect(T.cg2, "::ffff:203.0.113.7", "::ffff:203.0.113.7", T.lfd4,
+		       SLUICE_ORIG_F_V4MAPPED, "203.0.113.7");
+}
+
+Test(bpf_loader, deny_replace_and_clear)
+{
+	static const char *const a[] = { "203.0.113.7/32", "198.51.100.0/24" };
+	/* Host bits set on purpose: the same /24 as above, not a new entry. */
+	static const char *const b[] = { "198.51.100.77/24", "192.0.2.0/24", "2001:db8:bad::/48" };
+	static const char *const sib[] = { "192.0.2.0/24" };
+	struct bpfl_cidr bad;
+
+	NEED_ROOT();
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	cr_assert_eq(bpfl_attach_cgroup(T.b, "sb2", T.cg2), 0);
+	set_deny(T.cg2, sib, 1);
+	set_deny(T.cg, a, 2);
+	cr_assert_eq(deny_count(T.cg, AF_INET), 2);
+	expect_connect_err(T.cg, SOCK_STREAM, "203.0.113.7", 443, EACCES);
+	expect_connect_err(T.cg, SOCK_STREAM, "198.51.100.9", 443, EACCES);
+
+	set_deny(T.cg, b, 3);
+	cr_assert_eq(deny_count(T.cg, AF_INET), 2);
+	cr_assert_eq(deny_count(T.cg, AF_INET6), 1);
+	check_redirect(T.cg, "203.0.113.7", "203.0.113.7", T.lfd4, 0, "203.0.113.7");
+	expect_connect_err(T.cg, SOCK_STREAM, "198.51.100.9", 443, EACCES);
+	expect_connect_err(T.cg, SOCK_STREAM, "192.0.2.1", 443, EACCES);
+	expect_connect_err(T.cg, SOCK_STREAM, "2001:db8:bad::1", 443, EACCES);
+
+	/* Bad input changes nothing. */
+	bad = cidr("10.0.0.0/8");
+	bad.prefix = 33;
+	cr_assert_eq(bpfl_set_deny(T.b, bpfl_cgroup_id(T.cg), &bad, 1), -EINVAL);
+	bad.family = AF_UNIX;
+	cr_assert_eq(bpfl_set_deny(T.b, bpfl_cgroup_id(T.cg), &bad, 1), -EINVAL);
+	cr_assert_eq(bpfl_set_deny(T.b, 0, NULL, 0), -EINVAL);
+	cr_assert_eq(deny_count(T.cg, AF_INET), 2);
+
+	cr_assert_eq(bpfl_clear_deny(T.b, bpfl_cgroup_id(T.cg)), 0);
+	cr_assert_eq(deny_count(T.cg, AF_INET), 0);
+	cr_assert_eq(deny_count(T.cg, AF_INET6), 0);
+	check_redirect(T.cg, "192.0.2.1", "192.0.2.1", T.lfd4, 0, "192.0.2.1");
+	/* The sibling's set is untouched. */
+	cr_assert_eq(deny_count(T.cg2, AF_INET), 1);
+	expect_connect_err(T.cg2, SOCK_STREAM, "192.0.2.1", 443, EACCES);
+	/* Empty set = clear. */
+	cr_assert_eq(bpfl_set_deny(T.b, bpfl_cgroup_id(T.cg2), NULL, 0), 0);
+	cr_assert_eq(deny_count(T.cg2, AF_INET), 0);
+}
+
+/* -- UDP and DNS -- */
+
+struct udp_arg {
+	struct sockaddr_storage dst;
+	socklen_t len;
+	bool connect;
+};
+
+/* v[0] connect errno, v[1] send errno, v[2] recv errno; ss[0] reply source, ss[1] peer. */
+static void udp_fn(const void *arg, struct jres *res)
+{
+	const struct udp_arg *a = arg;
+	struct pollfd p;
+	socklen_t l;
+	ssize_t n;
+	int fd;
+
+	fd = socket(a->dst.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		_exit(4);
+	if (a->connect && connect(fd, (const struct sockaddr *)&a->dst, a->len) < 0) {
+		res->v[0] = errno;
+		return;
+	}
+	if (a->connect)
+		n = send(fd, "q", 1, 0);
+	else
+		n = sendto(fd, "q", 1, 0, (const struct sockaddr *)&a->dst, a->len);
+	if (n != 1) {
+		res->v[1] = n < 0 ? errno : EIO;
+		return;
+	}
+	p = (struct pollfd){ .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, IO_TIMEOUT_MS) != 1) {
+		res->v[2] = ETIMEDOUT;
+		return;
+	}
+	l = sizeof(res->ss[0]);
+	n = recvfrom(fd, res->data, sizeof(res->data) - 1, 0, (struct sockaddr *)&res->ss[0], &l);
+	if (n < 0)
+		res->v[2] = errno;
+	l = sizeof(res->ss[1]);
+	if (getpeername(fd, (struct sockaddr *)&res->ss[1], &l) < 0)
+		res->v[3] = errno;
+	close(fd);
+}
+
+/* The DNS listener answers one query: "q" in, "a" back to whoever sent it. */
+static void dns_answer(int ufd)
+{
+	struct pollfd p = { .fd = ufd, .events = POLLIN };
+	struct sockaddr_storage from;
+	socklen_t l = sizeof(from);
+	char buf[8];
+
+	cr_assert_eq(poll(&p, 1, IO_TIMEOUT_MS), 1, "the DNS listener got no query");
+	cr_assert_eq(recvfrom(ufd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &l), 1);
+	cr_assert_eq(buf[0], 'q');
+	cr_assert_eq(sendto(ufd, "a", 1, 0, (struct sockaddr *)&from, l), 1);
+}
+
+/* One DNS exchange from the sandbox to ip:port, answered by listener ufd. */
+static void check_dns(const char *ip, uint16_t port, bool conn, int ufd, const char *src_ip,
+		      uint16_t src_port)
+{
+	struct udp_arg a = { .connect = conn };
+	struct job j;
+
+	a.dst = sa(ip, port, &a.len);
+	job_start(&j, T.cg, udp_fn, &a);
+	dns_answer(ufd);
+	job_wait(&j);
+	cr_assert_eq(j.res.v[0], 0, "%s connect: %s", ip, strerror(j.res.v[0]));
+	cr_assert_eq(j.res.v[1], 0, "%s send: %s", ip, strerror(j.res.v[1]));
+	cr_assert_eq(j.res.v[2], 0, "%s recv: %s", ip, strerror(j.res.v[2]));
+	cr_assert_str_eq(j.res.data, "a");
+	assert_sa(&j.res.ss[0], src_ip, src_port);
+	if (conn) {
+		cr_assert_eq(j.res.v[3], 0);
+		assert_sa(&j.res.ss[1], src_ip, src_port);
+	}
+}
+
+Test(bpf_loader, udp_dns_sendto)
+{
+	NEED_ROOT();
+	dns_listeners();
+	check_dns("198.18.0.53", 53, false, T.dns_u4, "198.18.0.53", 53);
+	check_dns("2001:db8::53", 53, false, T.dns_u6, "2001:db8::53", 53);
+	check_dns("::ffff:198.18.0.53", 53, false, T.dns_u4, "::ffff:198.18.0.53", 53);
+	assert_quiet(T.dns_u4, "v4 DNS listener");
+	assert_quiet(T.dns_u6, "v6 DNS listener");
+}
+
+Test(bpf_loader, udp_dns_connected)
+{
+	NEED_ROOT();
+	dns_listeners();
+	check_dns("198.18.0.53", 53, true, T.dns_u4, "198.18.0.53", 53);
+	check_dns("2001:db8::53", 53, true, T.dns_u6, "2001:db8::53", 53);
+	check_dns("::ffff:198.18.0.53", 53, true, T.dns_u4, "::ffff:198.18.0.53", 53);
+}
+
+/* The DNS listener addressed directly is left alone, answers keep their source. */
+Test(bpf_loader, udp_dns_listener_direct)
+{
+	NEED_ROOT();
+	dns_listeners();
+	check_dns("127.0.0.1", DNS_PORT, false, T.dns_u4, "127.0.0.1", DNS_PORT);
+	check_dns("::1", DNS_PORT, true, T.dns_u6, "::1", DNS_PORT);
+}
+
+Test(bpf_loader, udp_other_ports_refused)
+{
+	static const char *const ips[] = { "198.18.0.9", "2001:db8::1", "::ffff:198.18.0.9" };
+	struct udp_arg a = {};
+	struct job j;
+	size_t i;
+
+	NEED_ROOT();
+	dns_listeners();
+	for (i = 0; i < 3; i++) {
+		a.dst = sa(ips[i], 443, &a.len);
+		a.connect = false;
+		job_run(&j, T.cg, udp_fn, &a);
+		cr_assert_eq(j.res.v[1], EACCES, "sendto %s:443: %s", ips[i], strerror(j.res.v[1]));
+		a.connect = true;
+		job_run(&j, T.cg, udp_fn, &a);
+		cr_assert_eq(j.res.v[0], EACCES, "connect %s:443: %s", ips[i], strerror(j.res.v[0]));
+	}
+	/* Loopback UDP to some other port (a local service) is refused too. */
+	a.dst = sa("127.0.0.1", 9999, &a.len);
+	a.connect = false;
+	job_run(&j, T.cg, udp_fn, &a);
+	cr_assert_eq(j.res.v[1], EACCES);
+	assert_quiet(T.dns_u4, "v4 DNS listener");
+	assert_quiet(T.dns_u6, "v6 DNS listener");
+}
+
+/* DNS over TCP lands on the DNS listener (TCP), recorded like any redirect. */
+static void check_tcp_dns(const char *ip, int lfd, uint32_t flags, const char *orig_ip)
+{
+	struct sluice_orig o;
+	struct client c;
+	int fd, r;
+
+	client_run(&c, T.cg, SOCK_STREAM, ip, 53);
+	cr_assert_eq(c.res.err, 0, "connect %s: %s", ip, strerror(c.res.err));
+	assert_sa(&c.res.peer, ip, 53);
+	fd = accept_one(lfd);
+	r = bpfl_conn_take(T.b, fd, &o);
+	cr_assert_eq(r, 0, "conn_take: %s", strerror(-r));
+	assert_orig(&o, orig_ip, 53, flags, T.cg);
+	close(fd);
+	client_end(&c);
+}
+
+Test(bpf_loader, tcp_dns_to_dns_listener)
+{
+	NEED_ROOT();
+	dns_listeners();
+	check_tcp_dns("198.18.0.53", T.dns_t4, 0, "198.18.0.53");
+	check_tcp_dns("2001:db8::53", T.dns_t6, 0, "2001:db8::53");
+	check_tcp_dns("::ffff:198.18.0.53", T.dns_t4, SLUICE_ORIG_F_V4MAPPED, "198.18.0.53");
+	assert_quiet(T.lfd4, "proxy listener");
+	assert_quiet(T.lfd6, "proxy listener");
+}
+
+/* -- bind -- */
+
+struct bind_case {
+	int type;
+	const char *ip;
+	uint16_t port;
+	int err; /* in the sandbox */
+};
+
+static const struct bind_case bind_cases[] = {
+	{ SOCK_STREAM, "0.0.0.0", PORT, EACCES },     { SOCK_STREAM, "127.0.0.1", PORT, EACCES },
+	{ SOCK_STREAM, "::", PORT, EACCES },	      { SOCK_STREAM, "::1", PORT, EACCES },
+	{ SOCK_DGRAM, "0.0.0.0", DNS_PORT, EACCES },  { SOCK_DGRAM, "::", DNS_PORT, EACCES },
+	{ SOCK_STREAM, "127.0.0.1", DNS_PORT, EACCES }, { SOCK_DGRAM, "127.0.0.1", PORT, EACCES },
+	{ SOCK_STREAM, "0.0.0.0", 0, 0 },	      { SOCK_STREAM, "127.0.0.1", 18080, 0 },
+	{ SOCK_DGRAM, "::", 0, 0 },		      { SOCK_DGRAM, "0.0.0.0", 18053, 0 },
+};
+#define NBIND (sizeof(bind_cases) / sizeof(bind_cases[0]))
+
+static void bind_fn(const void *arg, struct jres *res)
+{
+	struct sockaddr_storage ss = {};
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len;
+	size_t i;
+	int fd;
+
+	(void)arg;
+	for (i = 0; i < NBIND; i++) {
+		memset(&ss, 0, sizeof(ss));
+		if (inet_pton(AF_INET, bind_cases[i].ip, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons(bind_cases[i].port);
+			len = sizeof(*s4);
+		} else {
+			inet_pton(AF_INET6, bind_cases[i].ip, &s6->sin6_addr);
+			s6->sin6_family = AF_INET6;
+			s6->sin6_port = htons(bind_cases[i].port);
+			len = sizeof(*s6);
+		}
+		fd = socket(ss.ss_family, bind_cases[i].type | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			_exit(4);
+		res->v[i] = bind(fd, (struct sockaddr *)&ss, len) < 0 ? errno : 0;
+		close(fd);
+	}
+}
+
+Test(bpf_loader, bind_guards_listener_ports)
+{
+	struct job in, out;
+	size_t i;
+
+	NEED_ROOT();
+	/* No listeners in the netns: without the hook every bind would succeed. */
+	close(T.lfd4);
+	T.lfd4 = -1;
+	close(T.lfd6);
+	T.lfd6 = -1;
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	job_run(&in, T.cg, bind_fn, NULL);
+	job_run(&out, T.cg2, bind_fn, NULL);
+	for (i = 0; i < NBIND; i++) {
+		cr_assert_eq(out.res.v[i], 0, "control bind %s:%u: %s", bind_cases[i].ip,
+			     bind_cases[i].port, strerror(out.res.v[i]));
+		cr_assert_eq(in.res.v[i], bind_cases[i].err, "bind %s:%u: %s", bind_cases[i].ip,
+			     bind_cases[i].port, strerror(in.res.v[i]));
+	}
+}
+
+/* -- sluicectl run's capability drop -- */
+
+static uint64_t status_hex(const char *status, const char *field)
+{
+	const char *p = strstr(status, field);
+
+	cr_assert(p, "%s missing", field);
+	return strtoull(p + strlen(field), NULL, 16);
+}
+
+Test(bpf_loader, run_drops_capabilities)
+{
+	static const int dropped[] = { CAP_NET_RAW,    CAP_NET_ADMIN,  CAP_SYS_ADMIN,
+				       CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_BPF };
+	char status[8192] = "";
+	int rp[2], op[2], v[3], st;
+	size_t got = 0, i;
+	ssize_t n;
+	pid_t pid;
+
+	NEED_ROOT();
+	cr_assert_eq(pipe2(rp, O_CLOEXEC), 0);
+	cr_assert_eq(pipe(op), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int fd;
+
+		alarm(30);
+		close(rp[0]);
+		close(op[0]);
+		/* Outside the sandbox cgroup and netns: only the capabilities stop these. */
+		v[0] = run_drop_privileges();
+		fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+		v[1] = fd < 0 ? errno : 0;
+		fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+		v[2] = fd < 0 ? errno : 0;
+		if (write(rp[1], v, sizeof(v)) != sizeof(v))
+			_exit(5);
+		/* After exec (root gets its bounding set back on exec: it must stay dropped). */
+		if (dup2(op[1], 1) < 0)
+			_exit(6);
+		execl("/bin/cat", "cat", "/proc/self/status", (char *)NULL);
+		_exit(127);
+	}
+	close(rp[1]);
+	close(op[1]);
+	cr_assert_eq(read_full(rp[0], v, sizeof(v)), 0);
+	close(rp[0]);
+	while (got < sizeof(status) - 1 &&
+	       (n = read(op[0], status + got, sizeof(status) - 1 - got)) > 0)
+		got += n;
+	close(op[0]);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+	cr_assert_eq(v[0], 0, "drop: %s", strerror(-v[0]));
+	cr_assert_eq(v[1], EPERM, "raw socket: %s", strerror(v[1]));
+	cr_assert_eq(v[2], EPERM, "packet socket: %s", strerror(v[2]));
+	cr_assert(strstr(status, "NoNewPrivs:\t1"), "no_new_privs not set:\n%s", status);
+	for (i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++) {
+		uint64_t bit = 1ull << dropped[i];
+
+		cr_assert_eq(status_hex(status, "CapEff:\t") & bit, 0, "cap %d effective", dropped[i]);
+		cr_assert_eq(status_hex(status, "CapPrm:\t") & bit, 0, "cap %d permitted", dropped[i]);
+		cr_assert_eq(status_hex(status, "CapInh:\t") & bit, 0, "cap %d inheritable",
+			     dropped[i]);
+		cr_assert_eq(status_hex(status, "CapBnd:\t") & bit, 0, "cap %d bounding", dropped[i]);
+		cr_assert_eq(status_hex(status, "CapAmb:\t") & bit, 0, "cap %d ambient", dropped[i]);
+	}
+	/* Still root otherwise. */
+	cr_assert_neq(status_hex(status, "CapEff:\t") & (1ull << CAP_CHOWN), 0);
+	cr_assert_neq(status_hex(status, "CapEff:\t") & (1ull << CAP_DAC_OVERRIDE), 0);
 }
