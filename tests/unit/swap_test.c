@@ -669,6 +669,86 @@ Test(swap, randomized_differential, .timeout = 120)
 	}
 }
 
+Test(swap, overlap_across_ring_wrap)
+{
+	/* An occurrence that starts inside an already replaced match and ends
+	 * in a feed longer than the stream's ring must not be noted (its slot
+	 * would alias a byte of the new feed and fake a match there). */
+	const char *from[] = { "aa" }, *to[] = { "X" };
+	struct swap_set *s = mkset(from, to, 1);
+	static const size_t sizes[] = { 1000, 16383, 16384, 16385, 40000, 70000 };
+
+	for (unsigned z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+		struct bytes in = { 0 }, o = { 0 };
+		unsigned char *one;
+		size_t olen, c, cuts[1] = { 3 };
+		uint64_t m;
+
+		bytes_add(&in, (const unsigned char *)"xaa", 3);
+		bytes_add(&in, (const unsigned char *)"a", 1);
+		for (size_t i = 0; i < sizes[z]; i++)
+			bytes_add(&in, (const unsigned char *)"b", 1);
+		cr_assert_eq(swap_buffer(s, in.p, in.len, &one, &olen, &m), 1);
+		stream_cuts(s, in.p, in.len, cuts, 1, &o, &m, &c);
+		cr_assert(o.len == olen && !memcmp(o.p, one, olen), "size %zu", sizes[z]);
+		cr_assert_eq(c, 1);
+		free(o.p);
+		free(in.p);
+		swap_free_secret(one, olen);
+	}
+	swap_set_free(s);
+}
+
+Test(swap, long_random_streams, .timeout = 120)
+{
+	/* Texts longer than the ring, random feed sizes up to 3 rings. */
+	static unsigned char from[6][300], to[6][12];
+	struct swap_pair p[6];
+
+	for (unsigned caseno = 0; caseno < 60; caseno++) {
+		unsigned n = 1 + (unsigned)(rnd() % 6), alpha = 2 + (unsigned)(rnd() % 2);
+		size_t len = 20000 + (size_t)(rnd() % 60000), off = 0;
+		unsigned char *text = malloc(len);
+		struct bytes want = { 0 }, o = { 0 };
+		struct swap_set *s;
+		struct swap_stream *st;
+		uint64_t wmask;
+		size_t wcount;
+
+		for (unsigned i = 0; i < n; i++) {
+			size_t fl = 1 + (size_t)(rnd() % (caseno % 3 ? 5 : 300));
+
+			rand_bytes(from[i], fl, alpha);
+			rand_bytes(to[i], 12, 26);
+			p[i] = (struct swap_pair){ from[i], fl, to[i], 1 + i, i };
+		}
+		if (swap_set_new(p, n, &s)) {
+			free(text);
+			continue;
+		}
+		rand_bytes(text, len, alpha);
+		wcount = naive(p, n, text, len, &want, &wmask);
+		cr_assert_eq(swap_stream_new(s, &st), 0);
+		while (off < len) {
+			size_t k = 1 + (size_t)(rnd() % (rnd() % 2 ? 50000 : 50));
+
+			if (k > len - off)
+				k = len - off;
+			cr_assert_eq(swap_stream_feed(st, text + off, k, sink_all, &o), (ssize_t)k);
+			off += k;
+		}
+		cr_assert_eq(swap_stream_finish(st, sink_all, &o), 0);
+		cr_assert(o.len == want.len && !memcmp(o.p, want.p, o.len), "case %u", caseno);
+		cr_assert_eq(swap_stream_replacements(st), wcount);
+		cr_assert_eq(swap_stream_hits(st), wmask);
+		swap_stream_free(st);
+		swap_set_free(s);
+		free(o.p);
+		free(want.p);
+		free(text);
+	}
+}
+
 /* ---- Basic auth ---- */
 
 static const char *ph_from[] = { "PH_USER_0000001", "PH_PASS_0000001" };
