@@ -678,16 +678,13 @@ static int bpfl_deny_prune(int fd, int family, uint64_t cg_id, const struct bpfl
 	size_t ksz = family == AF_INET ? sizeof(struct sluice_deny4_key)
 				       : sizeof(struct sluice_deny6_key);
 	struct bpfl_deny_key cur, next;
-	unsigned char *stale;
-	size_t nstale = 0, i, cap = SLUICE_DENY_MAP_MAX;
+	unsigned char *stale = NULL, *grown;
+	size_t nstale = 0, cap = 0, i;
 	void *prev = NULL;
 	uint64_t kcg;
 	int r = 0;
 
-	stale = malloc(cap * ksz);
-	if (!stale)
-		return -ENOMEM;
-	for (i = 0; i <= cap; i++) {
+	for (i = 0; i <= SLUICE_DENY_MAP_MAX; i++) {
 		if (bpf_map_get_next_key(fd, prev, &next) < 0) {
 			if (errno != ENOENT)
 				r = -errno;
@@ -699,13 +696,22 @@ static int bpfl_deny_prune(int fd, int family, uint64_t cg_id, const struct bpfl
 		memcpy(&kcg, (const unsigned char *)&cur + sizeof(__u32), sizeof(kcg));
 		if (kcg != cg_id || bpfl_deny_wanted(family, &cur, ksz, cg_id, cidrs, n))
 			continue;
-		if (nstale < cap)
-			memcpy(stale + nstale++ * ksz, &cur, ksz);
+		if (nstale == cap) {
+			cap = cap ? cap * 2 : 64;
+			grown = realloc(stale, cap * ksz);
+			if (!grown) {
+				r = -ENOMEM;
+				goto out_free;
+			}
+			stale = grown;
+		}
+		memcpy(stale + nstale++ * ksz, &cur, ksz);
 	}
 	for (i = 0; i < nstale; i++) {
 		if (bpf_map_delete_elem(fd, stale + i * ksz) < 0 && errno != ENOENT && !r)
 			r = -errno;
 	}
+out_free:
 	free(stale);
 	return r;
 }
