@@ -1963,10 +1963,12 @@ static int compile_root(struct cc *c, const struct ynode *root)
 		return rc;
 	if (!v[0])
 		return FAILN(c, root, "missing required key 'version' (add 'version: 1')");
-	if (want(c, v[0], Y_SCALAR, "'version'") || get_uint(c, v[0], "'version'", 0, 999, &ver) ||
-	    ver != 1)
+	rc = want(c, v[0], Y_SCALAR, "'version'");
+	if (rc)
+		return rc;
+	if (get_uint(c, v[0], "'version'", 0, 999, &ver) || ver != 1)
 		return FAILN(c, v[0], "unsupported version '%s'; the only version is 1",
-			     q(v[0]->s ? v[0]->s : "", v[0]->len, b, sizeof(b)));
+			     q(v[0]->s, v[0]->len, b, sizeof(b)));
 	if (v[1] && (want(c, v[1], Y_SCALAR, "'default'") || strcmp(v[1]->s, "deny")))
 		return FAILN(c, v[1], "'default' must be deny (the only default; list what to "
 			     "allow under 'allow')");
