@@ -62,4 +62,8 @@ int nft_sandbox_remove(const struct nft_sandbox_cfg *c, char *err, size_t errlen
 /* true when the sandbox's table (netns mode) or chain (host mode) exists. */
 bool nft_sandbox_present(const struct nft_sandbox_cfg *c);
 
+/* Packets dropped so far by the sandbox's deny-set rules (IPv4 + IPv6), for
+ * metrics and tests. Nothing applied: -ENOENT. */
+int nft_sandbox_deny_packets(const struct nft_sandbox_cfg *c, uint64_t *ret_packets);
+
 #endif /* SLUICE_NFT_H */
