@@ -461,6 +461,15 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 		client_error(d, cl, msg, len, DNSMSG_FORMERR);
 		return true;
 	}
+	/* An escaped octet ("\." inside a label, controls, spaces) is in no
+	 * host name; refusing it keeps a suffix match from taking the labels
+	 * "x.allowed" + "test" for a subdomain of allowed.test. */
+	if (d->hooks.allowed && strchr(q.name, '\\')) {
+		d->st.nxdomain++;
+		audit(d, sandbox, &q, tcp, "nxdomain", "bad_name");
+		client_error(d, cl, msg, len, DNSMSG_NXDOMAIN);
+		return true;
+	}
 	if (d->hooks.allowed && !d->hooks.allowed(d->hooks.opaque, sandbox, q.name)) {
 		d->st.nxdomain++;
 		audit(d, sandbox, &q, tcp, "nxdomain", "not_allowed");

@@ -24,6 +24,11 @@
  * connection (DNS over TCP is the rare truncation fallback); answers go back
  * on the client's connection in query order.
  *
+ * Allowlist mode (hooks->allowed set): a QNAME holding an octet that is no
+ * host-name character (dnsmsg writes it escaped: "\.", "\DDD") gets
+ * NXDOMAIN without asking the hook, so the hook only ever sees names made
+ * of printable octets and real label dots.
+ *
  * Limits: in-flight queries per instance (max_inflight, beyond: REFUSED),
  * query size DNS_QUERY_MAX (beyond: FORMERR), TCP client connections per
  * instance (max_tcp_conns, beyond: closed at once), DNS_TCP_PIPELINE queries
