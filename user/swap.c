@@ -442,14 +442,17 @@ int swap_buffer(const struct swap_set *s, const unsigned char *in, size_t len,
 	for (size_t k = 0; k < n; k++) {
 		const struct swap_pat *p = &s->pat[m[k].pat];
 
-		memcpy(out + o, in + i, m[k].start - i);
+		if (m[k].start > i)
+			memcpy(out + o, in + i, m[k].start - i);
 		o += m[k].start - i;
-		memcpy(out + o, p->to, p->to_len);
+		if (p->to_len)
+			memcpy(out + o, p->to, p->to_len);
 		o += p->to_len;
 		i = m[k].start + p->from_len;
 		mask |= 1ull << p->id;
 	}
-	memcpy(out + o, in + i, len - i);
+	if (len > i)
+		memcpy(out + o, in + i, len - i);
 	free(m);
 	*ret_out = out;
 	*ret_len = olen;

@@ -31,6 +31,11 @@ static void bytes_add(struct bytes *b, const unsigned char *p, size_t n)
 	b->len += n;
 }
 
+static bool same(const void *a, size_t al, const void *b, size_t bl)
+{
+	return al == bl && (!al || !memcmp(a, b, al));
+}
+
 static struct swap_set *mkset(const char *const *from, const char *const *to, unsigned n)
 {
 	struct swap_pair pairs[SWAP_MAX_PAIRS];
@@ -334,7 +339,7 @@ Test(swap, many_patterns_deep_states)
 	}
 	cnt = naive(p, SWAP_MAX_PAIRS, text.p, text.len, &want, &wmask);
 	cr_assert_eq(swap_buffer(s, text.p, text.len, &out, &olen, &mask), (int)cnt);
-	cr_assert(olen == want.len && !memcmp(out, want.p, olen));
+	cr_assert(same(out, olen, want.p, want.len));
 	cr_assert_eq(mask, wmask);
 	swap_free_secret(out, olen);
 	free(text.p);
@@ -383,7 +388,7 @@ static void check_splits(size_t n, bool three)
 		uint64_t rm;
 
 		cr_assert_eq(naive(p, n / 2 ? 2 : 1, t.p, t.len, &ref, &rm), (size_t)ocount);
-		cr_assert(ref.len == olen && !memcmp(ref.p, one, olen) && rm == omask);
+		cr_assert(same(ref.p, ref.len, one, olen) && rm == omask);
 		cr_assert_geq(ocount, 4);
 		free(ref.p);
 	}
@@ -394,7 +399,7 @@ static void check_splits(size_t n, bool three)
 		size_t c;
 
 		stream_cuts(s, t.p, t.len, cuts, 1, &o, &m, &c);
-		cr_assert(o.len == olen && !memcmp(o.p, one, olen), "n=%zu split at %zu", n, a);
+		cr_assert(same(o.p, o.len, one, olen), "n=%zu split at %zu", n, a);
 		cr_assert_eq(m, omask);
 		cr_assert_eq(c, (size_t)ocount);
 		free(o.p);
@@ -403,7 +408,7 @@ static void check_splits(size_t n, bool three)
 
 			cuts[1] = b;
 			stream_cuts(s, t.p, t.len, cuts, 2, &o3, &m, &c);
-			cr_assert(o3.len == olen && !memcmp(o3.p, one, olen),
+			cr_assert(same(o3.p, o3.len, one, olen),
 				  "n=%zu splits at %zu,%zu", n, a, b);
 			cr_assert_eq(c, (size_t)ocount);
 			free(o3.p);
@@ -499,7 +504,7 @@ Test(swap, bounded_output_k_1_to_7)
 			size_t c;
 
 			stream_bounded(s, t.p, t.len, steps[si], k, &o, &m, &c);
-			cr_assert(o.len == olen && !memcmp(o.p, one, olen),
+			cr_assert(same(o.p, o.len, one, olen),
 				  "k=%zu step=%zu: %zu bytes, want %zu", k, steps[si], o.len, olen);
 			cr_assert_eq(m, omask);
 			cr_assert_eq(c, (size_t)ocount);
@@ -553,7 +558,7 @@ Test(swap, large_input_bounded_retry)
 			  i % 7 ? 8 : 22);
 	cr_assert_eq(swap_buffer(s, t.p, t.len, &one, &olen, &m), 2858);
 	stream_bounded(s, t.p, t.len, t.len, 4093, &o, &m, &c);
-	cr_assert(o.len == olen && !memcmp(o.p, one, olen));
+	cr_assert(same(o.p, o.len, one, olen));
 	cr_assert_eq(c, 2858);
 	free(o.p);
 	swap_free_secret(one, olen);
@@ -601,7 +606,7 @@ static void diff_case(const struct swap_pair *p, unsigned n, const unsigned char
 	cr_assert_eq(r, 0);
 	wcount = naive(p, n, in, len, &want, &wmask);
 	cr_assert_eq(swap_buffer(s, in, len, &one, &olen, &m), (int)wcount, "case %u", caseno);
-	cr_assert(olen == want.len && !memcmp(one, want.p, olen), "case %u", caseno);
+	cr_assert(same(one, olen, want.p, want.len), "case %u", caseno);
 	cr_assert_eq(m, wmask, "case %u", caseno);
 	cr_assert_eq(swap_scan(s, in, len) & wmask, wmask); /* at least what was replaced */
 	if (rnd() % 4) {
@@ -621,7 +626,7 @@ static void diff_case(const struct swap_pair *p, unsigned n, const unsigned char
 	} else {
 		stream_bounded(s, in, len, 1 + rnd() % 9, 1 + rnd() % 7, &o, &m, &c);
 	}
-	cr_assert(o.len == want.len && !memcmp(o.p, want.p, o.len), "case %u stream", caseno);
+	cr_assert(same(o.p, o.len, want.p, want.len), "case %u stream", caseno);
 	cr_assert_eq(m, wmask, "case %u", caseno);
 	cr_assert_eq(c, wcount, "case %u", caseno);
 	free(o.p);
@@ -690,7 +695,7 @@ Test(swap, overlap_across_ring_wrap)
 			bytes_add(&in, (const unsigned char *)"b", 1);
 		cr_assert_eq(swap_buffer(s, in.p, in.len, &one, &olen, &m), 1);
 		stream_cuts(s, in.p, in.len, cuts, 1, &o, &m, &c);
-		cr_assert(o.len == olen && !memcmp(o.p, one, olen), "size %zu", sizes[z]);
+		cr_assert(same(o.p, o.len, one, olen), "size %zu", sizes[z]);
 		cr_assert_eq(c, 1);
 		free(o.p);
 		free(in.p);
@@ -738,7 +743,7 @@ Test(swap, long_random_streams, .timeout = 120)
 			off += k;
 		}
 		cr_assert_eq(swap_stream_finish(st, sink_all, &o), 0);
-		cr_assert(o.len == want.len && !memcmp(o.p, want.p, o.len), "case %u", caseno);
+		cr_assert(same(o.p, o.len, want.p, want.len), "case %u", caseno);
 		cr_assert_eq(swap_stream_replacements(st), wcount);
 		cr_assert_eq(swap_stream_hits(st), wmask);
 		swap_stream_free(st);
