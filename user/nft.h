@@ -44,11 +44,13 @@ struct nft_sandbox_cfg {
 };
 
 /* Create, or replace atomically, the sandbox's table (netns mode) or chain,
- * sets and jump rule (host mode), deny sets filled, in ONE batch: an existing
- * table is deleted and re-added inside the same transaction, so there is no
- * moment without rules. Calling it again with the same cfg is safe (a
- * restarted sluiced re-applies without a gap). 0, -EINVAL (bad cfg), or the
- * kernel's -errno with the failing step in err. */
+ * sets and jump rule (host mode), deny sets filled, in ONE batch. An
+ * existing table is replaced in place inside that transaction: table and
+ * base chain stay hooked, their rules and set elements are flushed and
+ * re-added (deleting and re-adding a hooked table in one batch lets packets
+ * through on current kernels). Calling it again with the same cfg is safe
+ * (a restarted sluiced re-applies without a gap). 0, -EINVAL (bad cfg), or
+ * the kernel's -errno with the failing step in err. */
 int nft_sandbox_apply(const struct nft_sandbox_cfg *c, char *err, size_t errlen);
 
 /* Replace the contents of the deny sets only, atomically (flush + add in one
