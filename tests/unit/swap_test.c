@@ -445,12 +445,15 @@ Test(swap, holdback_bounded)
 	struct swap_set *s = mkset(from, to, 2);
 	struct swap_stream *st;
 	struct bytes o = { 0 };
-	const char *text = "aaaPLACEHOLDER_ABCDEFGbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+	const char *text = "aaaPLACEHOLDER_ABCDEFG"
+			   "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 	size_t n = strlen(text), m = swap_set_max_from(s);
 
 	cr_assert_eq(swap_stream_new(s, &st), 0);
 	for (size_t i = 0; i < n; i++) {
-		cr_assert_eq(swap_stream_feed(st, (const unsigned char *)text + i, 1, sink_all, &o), 1);
+		const unsigned char *b = (const unsigned char *)text + i;
+
+		cr_assert_eq(swap_stream_feed(st, b, 1, sink_all, &o), 1);
 		cr_assert(o.len + (m - 1) >= i + 1, "held %zu bytes at %zu", i + 1 - o.len, i);
 		cr_assert(!memcmp(o.p ? o.p : (unsigned char *)"", text, o.len));
 	}
@@ -472,8 +475,8 @@ Test(swap, bounded_output_k_1_to_7)
 {
 	static unsigned char big[8192];
 	struct swap_pair p[3] = {
-		{ (const unsigned char *)"PH_ONE_12345678", 15, (const unsigned char *)"sk-live-1", 9,
-		  0 },
+		{ (const unsigned char *)"PH_ONE_12345678", 15,
+		  (const unsigned char *)"sk-live-1", 9, 0 },
 		{ (const unsigned char *)"PH_BIG_abcdefgh", 15, big, sizeof(big), 1 },
 		{ (const unsigned char *)"PH_", 3, (const unsigned char *)"", 0, 2 },
 	};
@@ -553,9 +556,11 @@ Test(swap, large_input_bounded_retry)
 	size_t olen, c;
 	uint64_t m;
 
-	for (unsigned i = 0; i < 20000; i++)
-		bytes_add(&t, (const unsigned char *)(i % 7 ? "abcdefgh" : "TOKEN_PLACEHOLDER_0001"),
-			  i % 7 ? 8 : 22);
+	for (unsigned i = 0; i < 20000; i++) {
+		const char *piece = i % 7 ? "abcdefgh" : "TOKEN_PLACEHOLDER_0001";
+
+		bytes_add(&t, (const unsigned char *)piece, strlen(piece));
+	}
 	cr_assert_eq(swap_buffer(s, t.p, t.len, &one, &olen, &m), 2858);
 	stream_bounded(s, t.p, t.len, t.len, 4093, &o, &m, &c);
 	cr_assert(same(o.p, o.len, one, olen));
@@ -892,7 +897,8 @@ static int sink_count(void *arg, const unsigned char *p, size_t n)
 
 Test(swap, throughput_100mib_50_patterns, .timeout = 60)
 {
-	static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				    "abcdefghijklmnopqrstuvwxyz0123456789";
 	const size_t total = 100u << 20, chunk = 64 * 1024;
 	static unsigned char from[50][32];
 	struct swap_pair p[50];
@@ -907,7 +913,8 @@ Test(swap, throughput_100mib_50_patterns, .timeout = 60)
 		memcpy(from[i], "SLUICE_PH_", 10);
 		for (unsigned k = 10; k < 32; k++)
 			from[i][k] = (unsigned char)alnum[rnd() % 62];
-		p[i] = (struct swap_pair){ from[i], 32, (const unsigned char *)"sk-real-value-0123456789",
+		p[i] = (struct swap_pair){ from[i], 32,
+					   (const unsigned char *)"sk-real-value-0123456789",
 					   24, i };
 	}
 	for (size_t i = 0; i < total; i += 8) {
