@@ -51,7 +51,10 @@ static __always_inline int sl_peer6(struct bpf_sock_addr *ctx)
 /*
  * recvmsg4: a datagram from the DNS listener gets the source the socket last
  * sent its query to (glibc, musl, Go and c-ares drop answers from any other
- * address). Everything else is left as it is.
+ * address). Everything else is left as it is. Only the last resolver is
+ * kept: a late answer to an earlier query to another resolver, or an answer
+ * to a query sent to the DNS listener's own address after a redirected one,
+ * shows the last redirected resolver as its source.
  */
 static __always_inline void sl_recv4(struct bpf_sock_addr *ctx)
 {
