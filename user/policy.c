@@ -597,6 +597,18 @@ static char *astr(struct cc *c, const char *s, size_t n)
 
 #define OOM(c) fail_at((c), -ENOMEM, 1, 1, "out of memory")
 
+/* A formatted string in the policy arena (rule names are at most ID_MAX). */
+__attribute__((format(printf, 2, 3))) static char *afmt(struct cc *c, const char *fmt, ...)
+{
+	char b[160];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(b, sizeof(b), fmt, ap);
+	va_end(ap);
+	return astr(c, b, strlen(b));
+}
+
 /* ---- unique-name set (rule names, secret names) ---- */
 
 struct nset {
@@ -1158,12 +1170,9 @@ static int compile_rule(struct cc *c, const struct ynode *n, bool pt, unsigned i
 	}
 	if (rc)
 		return rc;
-	r->why_port = astr(c, b, (size_t)snprintf(b, sizeof(b), "port not allowed by rule %s",
-						 r->name));
-	r->why_method = astr(c, b, (size_t)snprintf(b, sizeof(b),
-						   "method not allowed by rule %s", r->name));
-	r->why_path = astr(c, b, (size_t)snprintf(b, sizeof(b), "path not allowed by rule %s",
-						 r->name));
+	r->why_port = afmt(c, "port not allowed by rule %s", r->name);
+	r->why_method = afmt(c, "method not allowed by rule %s", r->name);
+	r->why_path = afmt(c, "path not allowed by rule %s", r->name);
 	return r->why_port && r->why_method && r->why_path ? 0 : OOM(c);
 }
 
