@@ -137,20 +137,31 @@ static bool dispatch(struct ctl_server *srv, char *line, char *msg, size_t msgle
 		return true;
 	}
 	if (!strcmp(f[0], "ATTACH")) {
-		if (nf != 4 || !f[2][0] || !f[3][0])
-			FAIL("usage: ATTACH<tab>id<tab>cgroup<tab>netns|-");
+		if ((nf != 4 && nf != 5) || !f[2][0] || !f[3][0] || (nf == 5 && !f[4][0]))
+			FAIL("usage: ATTACH<tab>id<tab>cgroup<tab>netns|-[<tab>policy|-]");
 		if (!sb_id_valid(f[1]))
 			FAIL("invalid sandbox id");
 		if (!srv->ops.attach)
 			FAIL("not supported");
-		rc = srv->ops.attach(srv->opaque, f[1], f[2], strcmp(f[3], "-") ? f[3] : NULL, msg,
-				     msglen);
+		rc = srv->ops.attach(srv->opaque, f[1], f[2], strcmp(f[3], "-") ? f[3] : NULL,
+				     nf == 5 && strcmp(f[4], "-") ? f[4] : NULL, msg, msglen);
 		if (rc < 0 && !msg[0])
 			FAIL("%s", strerror(-rc));
 		if (rc < 0)
 			return false;
 		msg[0] = '\0';
 		return true;
+	}
+	if (!strcmp(f[0], "RELOAD")) {
+		if (nf > 2 || (nf == 2 && !sb_id_valid(f[1])))
+			FAIL("usage: RELOAD[<tab>id]");
+		if (!srv->ops.reload)
+			FAIL("not supported");
+		msg[0] = '\0';
+		rc = srv->ops.reload(srv->opaque, nf == 2 ? f[1] : NULL, msg, msglen);
+		if (rc < 0 && !msg[0])
+			FAIL("%s", strerror(-rc));
+		return rc >= 0;
 	}
 	if (!strcmp(f[0], "DETACH")) {
 		if (nf != 2)

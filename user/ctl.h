@@ -8,7 +8,8 @@
  *   PING                               -> OK pong
  *   CA                                 -> OK <path of the CA certificate>
  *   STATUS                             -> OK <one-line JSON>
- *   ATTACH\t<id>\t<cgroup>\t<netns|->  -> OK | ERR <message>
+ *   ATTACH\t<id>\t<cgroup>\t<netns|->[\t<policy|->]  -> OK | ERR <message>
+ *   RELOAD[\t<id>]                    -> OK <summary> | ERR <message>
  *   DETACH\t<id>                       -> OK | ERR <message>
  *
  * Lines are at most CTL_LINE_MAX bytes including the '\n'; fields may not
@@ -30,8 +31,12 @@
  * answers "ERR not supported". */
 struct ctl_ops {
 	/* netns NULL means the sandbox shares the host netns. */
+	/* policy NULL: the daemon's default policy. */
 	int (*attach)(void *opaque, const char *id, const char *cgroup, const char *netns,
-		      char *err, size_t errlen);
+		      const char *policy, char *err, size_t errlen);
+	/* Recompile the policy of id (NULL: every sandbox); out gets a summary
+	 * or the file:line:col error. The old generation keeps serving on error. */
+	int (*reload)(void *opaque, const char *id, char *out, size_t outlen);
 	int (*detach)(void *opaque, const char *id, char *err, size_t errlen);
 	/* Write one line of JSON (no newline) into out. */
 	int (*status)(void *opaque, char *out, size_t outlen);

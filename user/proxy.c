@@ -13,13 +13,16 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "audit.h"
 #include "bpf_loader.h"
 #include "buf.h"
 #include "conn.h"
 #include "http1.h"
 #include "log.h"
 #include "loop.h"
+#include "policy.h"
 #include "proxy.h"
+#include "rewrite.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -28,11 +31,23 @@
 #define CLIENT_IN_BUF 16384
 #define UP_IN_BUF 16384
 #define PUMP_ROUNDS 16
+#define AUDIT_BACKLOG_MAX 256   /* per worker; beyond it sessions wait */
+#define AUDIT_PATH_MAX 2048
 
-struct sandbox_ent {
+/* An attached sandbox. Sessions hold a reference; the registry holds one. */
+struct sbx {
+	atomic_int refs;
 	char id[SB_ID_LEN + 1];
+	char cgroup[512];
 	uint64_t cgroup_id;
-	bool used;
+	struct rw_gen *gen;     /* current policy generation; under proxy.sb_lock */
+	atomic_uint conns;
+};
+
+struct aline {
+	struct aline *next;
+	size_t len;
+	char data[];
 };
 
 struct listener {
@@ -62,22 +77,27 @@ struct worker {
 	struct wlisten *listens;
 	struct sess *sessions;
 	unsigned nsessions;
+	/* audit lines the writer had no room for yet, in order */
+	struct aline *ab_head, *ab_tail;
+	unsigned ab_n;
+	bool ab_waiting;
 };
 
 struct proxy {
 	struct proxy_cfg cfg;
-	size_t head_reserve;
 	struct tls *tls;
 	struct bpfl *bpfl;
 	struct worker *workers;
 	unsigned nworkers;
+	struct audit *audit;
 	pthread_rwlock_t sb_lock;
-	struct sandbox_ent sandboxes[SANDBOX_MAX];
+	struct sbx *sandboxes[SANDBOX_MAX];
 	unsigned sb_high;       /* slots [0, sb_high) may be in use */
 	pthread_mutex_t l_lock;
 	struct listener *listeners;
 	atomic_uint open_conns;
 	atomic_ulong total_conns, total_requests, refused_conns, upstream_errors, tls_handshakes;
+	atomic_ulong denied_requests, secrets_swapped, redactions, audit_dropped;
 };
 
 enum sess_state {
@@ -101,6 +121,11 @@ struct sess {
 
 	char sb_id[SB_ID_LEN + 1];
 	uint64_t cgroup_id;
+	struct sbx *sbx;
+	struct rw_gen *gen;     /* the policy generation this connection started with */
+	struct pol *pol;
+	size_t head_reserve;
+	unsigned idle_ms, request_ms;
 	char orig_ip[INET6_ADDRSTRLEN];
 	uint16_t orig_port;
 	bool orig_is_listener;
@@ -135,6 +160,18 @@ struct sess {
 	size_t retry_head_len, retry_head_cap;
 	uint64_t last_ms, req_start_ms;
 	unsigned requests;
+
+	/* audit of the request in flight */
+	bool audited;
+	bool audit_paused;
+	struct timespec req_rt;
+	char method[24];
+	char *apath;
+	uint64_t a_in, a_out;
+	int a_status;
+	const char *a_decision, *a_rule, *a_reason;
+	uint64_t a_secrets;
+	unsigned a_redactions;
 };
 
 static void sess_pump(struct sess *s);
@@ -193,6 +230,161 @@ static void sf_escape(char *out, size_t outlen, const char *in)
 
 static void sess_touch(struct sess *s) { s->last_ms = loop_now_ms(s->w->loop); }
 
+static void audit_room_cb(void *arg);
+
+/* Queue one audit line; keep it in order behind earlier ones when the writer
+ * has no room (the worker then stops starting new requests: nothing is
+ * dropped, traffic waits). */
+static void audit_emit(struct worker *w, const char *line, size_t len)
+{
+	struct proxy *p = w->p;
+	struct aline *al;
+	int r;
+
+	if (!w->ab_head) {
+		r = audit_submit(p->audit, line, len);
+		if (r == 0)
+			return;
+		if (r != -EAGAIN) {
+			atomic_fetch_add(&p->audit_dropped, 1);
+			log_error("audit record not written (%s): %.*s", strerror(-r),
+				  (int)(len > 300 ? 300 : len), line);
+			return;
+		}
+	}
+	al = malloc(sizeof(*al) + len);
+	if (!al) {
+		atomic_fetch_add(&p->audit_dropped, 1);
+		log_error("audit record lost: out of memory");
+		return;
+	}
+	al->next = NULL;
+	al->len = len;
+	memcpy(al->data, line, len);
+	if (w->ab_tail)
+		w->ab_tail->next = al;
+	else
+		w->ab_head = al;
+	w->ab_tail = al;
+	w->ab_n++;
+	if (!w->ab_waiting) {
+		w->ab_waiting = true;
+		audit_wait(p->audit, w->loop, audit_room_cb, w);
+	}
+}
+
+static void audit_room_cb(void *arg)
+{
+	struct worker *w = arg;
+	bool was_full = w->ab_n >= AUDIT_BACKLOG_MAX;
+
+	w->ab_waiting = false;
+	while (w->ab_head) {
+		struct aline *al = w->ab_head;
+		int r = audit_submit(w->p->audit, al->data, al->len);
+
+		if (r == -EAGAIN) {
+			w->ab_waiting = true;
+			audit_wait(w->p->audit, w->loop, audit_room_cb, w);
+			break;
+		}
+		if (r < 0) {
+			atomic_fetch_add(&w->p->audit_dropped, 1);
+			log_error("audit record not written: %s", strerror(-r));
+		}
+		w->ab_head = al->next;
+		if (!w->ab_head)
+			w->ab_tail = NULL;
+		w->ab_n--;
+		free(al);
+	}
+	if (was_full && w->ab_n < AUDIT_BACKLOG_MAX)
+		for (struct sess *s = w->sessions; s; s = s->next)
+			if (s->audit_paused)
+				loop_defer(w->loop, &s->kick);
+}
+
+static bool audit_backlogged(struct worker *w) { return w->ab_n >= AUDIT_BACKLOG_MAX; }
+
+/* The one audit line of the request in flight (idempotent per request). */
+static void sess_audit(struct sess *s, int status, const char *decision, const char *rule,
+		       const char *reason)
+{
+	struct proxy *p = s->w->p;
+	const char *names[64];
+	struct audit_rec r = { 0 };
+	struct timespec now;
+	char upaddr[64] = "", *line;
+	size_t cap;
+	int n;
+
+	if (s->audited || !p->audit || !s->req_active)
+		return;
+	s->audited = true;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (s->up && s->up->addr_text[0])
+		snprintf(upaddr, sizeof(upaddr), "%s", s->up->addr_text);
+	r.kind = "request";
+	r.time = s->req_rt;
+	r.sandbox = s->sb_id;
+	r.cgroup = s->sbx ? s->sbx->cgroup : "";
+	r.principal = "";
+	r.method = s->method;
+	r.scheme = s->up_tls ? "https" : "http";
+	r.host = s->up_name;
+	r.port = s->up_port;
+	r.path = s->apath ? s->apath : "";
+	r.status = status;
+	r.bytes_in = s->a_in;
+	r.bytes_out = s->a_out;
+	r.duration_us = (uint64_t)((now.tv_sec - s->req_rt.tv_sec) * 1000000LL +
+				   (now.tv_nsec - s->req_rt.tv_nsec) / 1000);
+	r.decision = decision;
+	r.rule = rule ? rule : "";
+	r.reason = reason ? reason : "";
+	r.nsecrets = s->gen ? rw_secret_names(s->gen, s->a_secrets, names, 64) : 0;
+	r.secrets = names;
+	r.redactions = s->a_redactions;
+	r.tls_mode = s->tls ? "mitm" : "none";
+	r.upstream_addr = upaddr;
+	cap = audit_line_bound(&r);
+	line = malloc(cap);
+	if (!line) {
+		atomic_fetch_add(&p->audit_dropped, 1);
+		log_error("audit record lost: out of memory");
+		return;
+	}
+	n = audit_format(&r, line, cap);
+	if (n > 0)
+		audit_emit(s->w, line, (size_t)n);
+	free(line);
+}
+
+/* A connection sluice refused before any request (kind "connection"). */
+static void audit_connection(struct worker *w, const char *sandbox, const char *cgroup,
+			     const char *host, uint16_t port, const char *reason)
+{
+	struct audit_rec r = { 0 };
+	char line[2048];
+	int n;
+
+	if (!w->p->audit)
+		return;
+	r.kind = "connection";
+	clock_gettime(CLOCK_REALTIME, &r.time);
+	r.sandbox = sandbox;
+	r.cgroup = cgroup;
+	r.principal = "";
+	r.host = host;
+	r.port = port;
+	r.decision = "deny";
+	r.reason = reason;
+	r.tls_mode = "none";
+	n = audit_format(&r, line, sizeof(line));
+	if (n > 0)
+		audit_emit(w, line, (size_t)n);
+}
+
 /*
  * Answer the current request ourselves and close afterwards. status/code are
  * the HTTP status and our stable error code; pstype is the RFC 9209
@@ -210,6 +402,7 @@ static void sess_fail(struct sess *s, int status, const char *code, const char *
 		s->up = NULL;
 	}
 	if (s->resp_head_sent || s->state == S_TUNNEL) {
+		sess_audit(s, s->resp.head.status, "error", s->a_rule, code);
 		s->dead = true;
 		return;
 	}
@@ -217,8 +410,8 @@ static void sess_fail(struct sess *s, int status, const char *code, const char *
 	json_escape(ehost, sizeof(ehost), s->up_name);
 	bl = snprintf(body, sizeof(body),
 		      "{\"error\":\"%s\",\"status\":%d,\"detail\":\"%s\",\"host\":\"%s\","
-		      "\"sandbox\":\"%s\"}\n",
-		      code, status, edetail, ehost, s->sb_id);
+		      "\"rule\":\"%s\",\"sandbox\":\"%s\"}\n",
+		      code, status, edetail, ehost, s->a_rule ? s->a_rule : "", s->sb_id);
 	sf_escape(sfd, sizeof(sfd), detail ? detail : "");
 	hl = snprintf(head, sizeof(head),
 		      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -233,6 +426,9 @@ static void sess_fail(struct sess *s, int status, const char *code, const char *
 	}
 	s->resp_head_sent = true;
 	s->state = S_CLOSING;
+	s->a_out += (uint64_t)hl + (uint64_t)bl;
+	sess_audit(s, status, status == 403 || status == 421 || status == 400 || status == 431
+				      ? "deny" : "error", s->a_rule, code);
 	if (status >= 500)
 		atomic_fetch_add(&s->w->p->upstream_errors, 1);
 	log_info("sandbox=%s %d %s host=%s: %s", s->sb_id, status, code, s->up_name,
@@ -404,7 +600,36 @@ static void sess_handle_connect(struct sess *s, const struct http1_head *h)
 	s->state = S_CONNECT_REPLY;
 	/* The tunnel starts a new byte stream: a fresh parser for it. */
 	http1_free(&s->req);
-	http1_init(&s->req, false, s->w->p->cfg.max_header_bytes);
+	http1_init(&s->req, false, s->head_reserve - 1024);
+}
+
+/* Policy for one request: normalised path, then allow rules. 0 or -1 (answered). */
+static int sess_policy(struct sess *s, const struct http1_head *h, const char *target,
+		       size_t tlen)
+{
+	const struct pol_rule *rule = NULL;
+	const char *reason = NULL, *q = memchr(target, '?', tlen);
+	size_t plen = q ? (size_t)(q - target) : tlen;
+	char why[400];
+
+	(void)h;
+	if (pol_path_check(target, plen, &reason) < 0) {
+		snprintf(why, sizeof(why), "request path refused: %s", reason ? reason : "invalid");
+		sess_fail(s, 400, "path_not_normalized", "http_request_error", why);
+		return -1;
+	}
+	if (pol_match_request(s->pol, s->up_name, s->up_port, s->method, target, plen, &rule,
+			      &reason) != POL_ALLOW) {
+		s->a_rule = rule ? pol_rule_name(rule) : "default";
+		atomic_fetch_add(&s->w->p->denied_requests, 1);
+		snprintf(why, sizeof(why), "%s %s:%u%.*s: %s", s->method, s->up_name, s->up_port,
+			 (int)(plen > 200 ? 200 : plen), target,
+			 reason ? reason : "no rule allows it");
+		sess_fail(s, 403, "denied_by_policy", "http_request_denied", why);
+		return -1;
+	}
+	s->a_rule = rule ? pol_rule_name(rule) : "";
+	return 0;
 }
 
 /* The request head is complete: route it and queue the upstream head. */
@@ -428,7 +653,33 @@ static void sess_request_head(struct sess *s)
 	s->req_start_ms = loop_now_ms(s->w->loop);
 	s->requests++;
 	atomic_fetch_add(&p->total_requests, 1);
+	s->audited = false;
+	clock_gettime(CLOCK_REALTIME, &s->req_rt);
+	snprintf(s->method, sizeof(s->method), "%s", method);
+	s->a_status = 0;
+	s->a_decision = NULL;
+	s->a_rule = NULL;
+	s->a_reason = NULL;
+	s->a_secrets = 0;
+	s->a_redactions = 0;
+	s->up_name[0] = 0;
+	s->up_port = 0;
+	if (s->apath)
+		s->apath[0] = 0;
 	if (sess_route(s, h, &target, &tlen) < 0)
+		return;
+	if (s->apath) {
+		size_t pl = tlen;
+		const char *q = memchr(target, '?', tlen);
+
+		if (q)
+			pl = (size_t)(q - target);
+		if (pl >= AUDIT_PATH_MAX)
+			pl = AUDIT_PATH_MAX - 1;
+		memcpy(s->apath, target, pl);
+		s->apath[pl] = 0;
+	}
+	if (sess_policy(s, h, target, tlen) < 0)
 		return;
 	s->is_head = h->method == HTTP_HEAD;
 	s->close_after = !h->keep_alive;
@@ -567,7 +818,6 @@ static bool client_flush(struct sess *s)
 
 static bool request_parse(struct sess *s)
 {
-	struct proxy *p = s->w->p;
 	enum http1_event ev;
 	size_t room, n;
 	bool body_phase;
@@ -590,10 +840,17 @@ static bool request_parse(struct sess *s)
 		}
 		return false;
 	}
-	room = buf_free_total(&s->uout);
-	if (room <= p->head_reserve)
+	if (!s->req_active && !s->req.head_seen && audit_backlogged(s->w)) {
+		s->audit_paused = true; /* the audit writer is behind: wait for it */
 		return false;
-	n = s->cin.len < room - p->head_reserve ? s->cin.len : room - p->head_reserve;
+	}
+	s->audit_paused = false;
+	if (!s->req_active && !s->req.head_seen)
+		s->a_in = 0;
+	room = buf_free_total(&s->uout);
+	if (room <= s->head_reserve)
+		return false;
+	n = s->cin.len < room - s->head_reserve ? s->cin.len : room - s->head_reserve;
 	body_phase = s->req.in_body && s->req.head_seen;
 	used = http1_feed(&s->req, buf_head(&s->cin), n, &ev);
 	if (ev == HTTP1_EV_ERROR) {
@@ -607,6 +864,7 @@ static bool request_parse(struct sess *s)
 	if (body_phase && used > 0 && s->up)
 		buf_append(&s->uout, buf_head(&s->cin), (size_t)used);
 	buf_consume(&s->cin, (size_t)used);
+	s->a_in += (uint64_t)used;
 	if (ev == HTTP1_EV_HEAD) {
 		sess_request_head(s);
 		if (s->state != S_HTTP)
@@ -720,6 +978,7 @@ static void sess_response_head(struct sess *s)
 	int r = 0;
 
 	(void)p;
+	s->a_status = h->status;
 	if (h->status == 101 && !s->upgrade_req) {
 		sess_fail(s, 502, "upstream_bad_response", "http_protocol_error",
 			  "101 Switching Protocols without an Upgrade request");
@@ -764,13 +1023,13 @@ static void sess_response_head(struct sess *s)
 		return;
 	}
 	s->cout.len += len;
+	s->a_out += len;
 	if (final)
 		s->resp_head_sent = true;
 }
 
 static bool response_parse(struct sess *s)
 {
-	struct proxy *p = s->w->p;
 	enum http1_event ev;
 	size_t room, n;
 	bool body_phase;
@@ -798,9 +1057,9 @@ static bool response_parse(struct sess *s)
 		return false;
 	}
 	room = buf_free_total(&s->cout);
-	if (room <= p->head_reserve)
+	if (room <= s->head_reserve)
 		return false;
-	n = s->uin.len < room - p->head_reserve ? s->uin.len : room - p->head_reserve;
+	n = s->uin.len < room - s->head_reserve ? s->uin.len : room - s->head_reserve;
 	body_phase = s->resp.in_body && s->resp.head_seen;
 	used = http1_feed(&s->resp, buf_head(&s->uin), n, &ev);
 	if (ev == HTTP1_EV_ERROR) {
@@ -810,8 +1069,10 @@ static bool response_parse(struct sess *s)
 		sess_fail(s, 502, "upstream_bad_response", "http_protocol_error", why);
 		return true;
 	}
-	if (body_phase && used > 0)
+	if (body_phase && used > 0) {
 		buf_append(&s->cout, buf_head(&s->uin), (size_t)used);
+		s->a_out += (uint64_t)used;
+	}
 	buf_consume(&s->uin, (size_t)used);
 	if (ev == HTTP1_EV_HEAD) {
 		sess_response_head(s);
@@ -823,6 +1084,7 @@ static bool response_parse(struct sess *s)
 
 		if (st == 101 && s->upgrade_req) {
 			s->resp_done = true;
+			sess_audit(s, 101, "allow", s->a_rule, "upgraded");
 			s->state = S_TUNNEL;
 			/* what the client sent after the upgrade request goes up as-is */
 			buf_append(&s->uout, buf_head(&s->cin), s->cin.len);
@@ -848,6 +1110,7 @@ static bool exchange_finish(struct sess *s)
 
 	if (s->state != S_HTTP || !s->req_active || !s->resp_done)
 		return false;
+	sess_audit(s, s->a_status, "allow", s->a_rule, NULL);
 	if (!s->req_done) {
 		/* Answered before the request body ended: neither side is reusable. */
 		up_release(s->up, false);
@@ -1062,10 +1325,19 @@ static bool st_closing(struct sess *s)
 
 /* ---- session lifecycle ---- */
 
+static void sbx_unref(struct sbx *x)
+{
+	if (x && atomic_fetch_sub(&x->refs, 1) == 1) {
+		rw_gen_unref(x->gen);
+		free(x);
+	}
+}
+
 static void sess_free_mem(void *ptr)
 {
 	struct sess *s = ptr;
 
+	free(s->apath);
 	buf_free(&s->cin);
 	buf_free(&s->cout);
 	buf_free(&s->uout);
@@ -1080,6 +1352,15 @@ static void sess_destroy(struct sess *s)
 {
 	struct worker *w = s->w;
 
+	if (s->req_active && !s->audited)
+		sess_audit(s, s->resp_head_sent ? s->a_status : 0, "error", s->a_rule,
+			   s->c.eof ? "client_closed" : "connection_aborted");
+	if (s->sbx)
+		atomic_fetch_sub(&s->sbx->conns, 1);
+	sbx_unref(s->sbx);
+	rw_gen_unref(s->gen);
+	s->sbx = NULL;
+	s->gen = NULL;
 	loop_io_del(w->loop, &s->io);
 	loop_defer_cancel(w->loop, &s->kick);
 	if (s->up) {
@@ -1191,20 +1472,22 @@ static void sess_kick_cb(struct loop_defer *d)
 	sess_pump(container_of(d, struct sess, kick));
 }
 
-static bool sandbox_lookup(struct proxy *p, uint64_t cgid, char *ret_id)
+/* The sandbox of a cgroup, with its current generation, both referenced. */
+static struct sbx *sandbox_lookup(struct proxy *p, uint64_t cgid, struct rw_gen **ret_gen)
 {
-	bool found = false;
+	struct sbx *x = NULL;
 
 	pthread_rwlock_rdlock(&p->sb_lock);
 	for (unsigned i = 0; i < p->sb_high; i++) {
-		if (p->sandboxes[i].used && p->sandboxes[i].cgroup_id == cgid) {
-			memcpy(ret_id, p->sandboxes[i].id, SB_ID_LEN + 1);
-			found = true;
+		if (p->sandboxes[i] && p->sandboxes[i]->cgroup_id == cgid) {
+			x = p->sandboxes[i];
+			atomic_fetch_add(&x->refs, 1);
+			*ret_gen = rw_gen_ref(x->gen);
 			break;
 		}
 	}
 	pthread_rwlock_unlock(&p->sb_lock);
-	return found;
+	return x;
 }
 
 static void sess_new(struct worker *w, int fd)
@@ -1228,21 +1511,44 @@ static void sess_new(struct worker *w, int fd)
 		close(fd);
 		return;
 	}
-	if (!sandbox_lookup(p, orig.cgroup_id, s->sb_id)) {
+	s->sbx = sandbox_lookup(p, orig.cgroup_id, &s->gen);
+	if (!s->sbx) {
+		char cg[32];
+
 		log_info("closing a connection from cgroup %llu: not an attached sandbox",
 			 (unsigned long long)orig.cgroup_id);
+		snprintf(cg, sizeof(cg), "%llu", (unsigned long long)orig.cgroup_id);
+		audit_connection(w, "", cg, "", ntohs(orig.port), "not_an_attached_sandbox");
 		atomic_fetch_add(&p->refused_conns, 1);
 		free(s);
 		close(fd);
 		return;
 	}
-	if (atomic_load(&p->open_conns) >= p->cfg.max_conns) {
-		log_warn("sandbox=%s connection refused: %u open connections (limit)", s->sb_id,
-			 p->cfg.max_conns);
-		atomic_fetch_add(&p->refused_conns, 1);
-		free(s);
-		close(fd);
-		return;
+	memcpy(s->sb_id, s->sbx->id, sizeof(s->sb_id));
+	s->pol = rw_gen_pol(s->gen);
+	{
+		const struct pol_limits *lim = pol_limits(s->pol);
+		const char *why = NULL;
+
+		if (atomic_load(&p->open_conns) >= p->cfg.max_conns)
+			why = "daemon_connection_limit";
+		else if (atomic_fetch_add(&s->sbx->conns, 1) >= lim->max_connections) {
+			atomic_fetch_sub(&s->sbx->conns, 1);
+			why = "sandbox_connection_limit";
+		}
+		if (why) {
+			log_warn("sandbox=%s connection refused: %s", s->sb_id, why);
+			audit_connection(w, s->sb_id, s->sbx->cgroup, "", ntohs(orig.port), why);
+			atomic_fetch_add(&p->refused_conns, 1);
+			sbx_unref(s->sbx);
+			rw_gen_unref(s->gen);
+			free(s);
+			close(fd);
+			return;
+		}
+		s->head_reserve = lim->max_header_bytes + 1024;
+		s->idle_ms = lim->idle_timeout_s * 1000u;
+		s->request_ms = lim->request_timeout_s * 1000u;
 	}
 	s->w = w;
 	s->cgroup_id = orig.cgroup_id;
@@ -1273,11 +1579,15 @@ static void sess_new(struct worker *w, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_init(&s->c, fd, NULL);
 	if (buf_init(&s->cin, CLIENT_IN_BUF) < 0 ||
-	    buf_init(&s->cout, p->cfg.body_buffer + p->head_reserve) < 0 ||
-	    buf_init(&s->uout, p->cfg.body_buffer + p->head_reserve) < 0 ||
+	    buf_init(&s->cout, pol_limits(s->pol)->body_buffer_bytes + s->head_reserve) < 0 ||
+	    buf_init(&s->uout, pol_limits(s->pol)->body_buffer_bytes + s->head_reserve) < 0 ||
 	    buf_init(&s->uin, UP_IN_BUF) < 0 ||
-	    http1_init(&s->req, false, p->cfg.max_header_bytes) < 0 ||
-	    http1_init(&s->resp, true, p->cfg.max_header_bytes) < 0) {
+	    http1_init(&s->req, false, s->head_reserve - 1024) < 0 ||
+	    http1_init(&s->resp, true, s->head_reserve - 1024) < 0 ||
+	    !(s->apath = calloc(1, AUDIT_PATH_MAX))) {
+		atomic_fetch_sub(&s->sbx->conns, 1);
+		sbx_unref(s->sbx);
+		rw_gen_unref(s->gen);
 		conn_close(&s->c);
 		sess_free_mem(s);
 		return;
@@ -1339,11 +1649,14 @@ static void worker_tick(void *arg)
 			    now - s->req_start_ms > p->cfg.connect_timeout_ms) {
 				sess_fail(s, 504, "upstream_connect_timeout", "connection_timeout",
 					  "upstream did not accept the connection in time");
-			} else if (quiet > p->cfg.io_timeout_ms) {
+			} else if (!s->resp_head_sent && now - s->req_start_ms > s->request_ms) {
+				sess_fail(s, 504, "upstream_timeout", "http_response_timeout",
+					  "no response head within the request timeout");
+			} else if (quiet > s->idle_ms) {
 				sess_fail(s, 504, "upstream_timeout", "http_response_timeout",
 					  "no progress on the request");
 			}
-		} else if (quiet > p->cfg.idle_timeout_ms) {
+		} else if (quiet > s->idle_ms) {
 			s->dead = true;
 		}
 		if (s->dead)
@@ -1372,7 +1685,6 @@ int proxy_new(const struct proxy_cfg *cfg, struct tls *tls, struct bpfl *bpfl,
 	if (!p)
 		return -ENOMEM;
 	p->cfg = *cfg;
-	p->head_reserve = cfg->max_header_bytes + 1024;
 	p->tls = tls;
 	p->bpfl = bpfl;
 	pthread_rwlock_init(&p->sb_lock, NULL);
@@ -1422,43 +1734,81 @@ void proxy_free(struct proxy *p)
 	free(p);
 }
 
-int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id)
+int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id, const char *cgroup,
+		      struct rw_gen *gen)
 {
 	int slot = -1;
+	struct sbx *x;
 
 	if (strlen(id) > SB_ID_LEN)
 		return -EINVAL;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	atomic_init(&x->refs, 1);
+	snprintf(x->id, sizeof(x->id), "%s", id);
+	snprintf(x->cgroup, sizeof(x->cgroup), "%s", cgroup);
+	x->cgroup_id = cgroup_id;
+	x->gen = rw_gen_ref(gen);
 	pthread_rwlock_wrlock(&p->sb_lock);
 	for (unsigned i = 0; i < SANDBOX_MAX; i++) {
-		if (p->sandboxes[i].used && strcmp(p->sandboxes[i].id, id) == 0) {
-			p->sandboxes[i].cgroup_id = cgroup_id;
+		if (p->sandboxes[i] && strcmp(p->sandboxes[i]->id, id) == 0) {
 			pthread_rwlock_unlock(&p->sb_lock);
-			return 0;
+			sbx_unref(x);
+			return -EEXIST;
 		}
-		if (!p->sandboxes[i].used && slot < 0)
+		if (!p->sandboxes[i] && slot < 0)
 			slot = (int)i;
 	}
 	if (slot < 0) {
 		pthread_rwlock_unlock(&p->sb_lock);
+		sbx_unref(x);
 		return -ENOSPC;
 	}
-	snprintf(p->sandboxes[slot].id, sizeof(p->sandboxes[slot].id), "%s", id);
-	p->sandboxes[slot].cgroup_id = cgroup_id;
-	p->sandboxes[slot].used = true;
+	p->sandboxes[slot] = x;
 	if ((unsigned)slot >= p->sb_high)
 		p->sb_high = (unsigned)slot + 1;
 	pthread_rwlock_unlock(&p->sb_lock);
 	return 0;
 }
 
+int proxy_sandbox_set_gen(struct proxy *p, const char *id, struct rw_gen *gen)
+{
+	struct rw_gen *old = NULL;
+	int r = -ENOENT;
+
+	pthread_rwlock_wrlock(&p->sb_lock);
+	for (unsigned i = 0; i < p->sb_high; i++) {
+		struct sbx *x = p->sandboxes[i];
+
+		if (x && strcmp(x->id, id) == 0) {
+			old = x->gen;
+			x->gen = rw_gen_ref(gen);
+			r = 0;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&p->sb_lock);
+	rw_gen_unref(old); /* connections that pinned it keep it alive */
+	return r;
+}
+
 void proxy_sandbox_remove(struct proxy *p, const char *id)
 {
+	struct sbx *dead = NULL;
+
 	pthread_rwlock_wrlock(&p->sb_lock);
-	for (unsigned i = 0; i < SANDBOX_MAX; i++)
-		if (p->sandboxes[i].used && strcmp(p->sandboxes[i].id, id) == 0)
-			p->sandboxes[i].used = false;
+	for (unsigned i = 0; i < p->sb_high; i++) {
+		if (p->sandboxes[i] && strcmp(p->sandboxes[i]->id, id) == 0) {
+			dead = p->sandboxes[i];
+			p->sandboxes[i] = NULL;
+		}
+	}
 	pthread_rwlock_unlock(&p->sb_lock);
+	sbx_unref(dead);
 }
+
+void proxy_set_audit(struct proxy *p, struct audit *a) { p->audit = a; }
 
 struct listen_op {
 	struct worker *w;
@@ -1586,16 +1936,19 @@ int proxy_status_json(struct proxy *p, char *out, size_t len)
 
 	up_stats(&dials, &reuses);
 	pthread_rwlock_rdlock(&p->sb_lock);
-	for (unsigned i = 0; i < SANDBOX_MAX; i++)
-		nsb += p->sandboxes[i].used;
+	for (unsigned i = 0; i < p->sb_high; i++)
+		nsb += p->sandboxes[i] != NULL;
 	pthread_rwlock_unlock(&p->sb_lock);
 	return snprintf(out, len,
 			"\"sandboxes\":%u,\"open_connections\":%u,\"total_connections\":%lu,"
 			"\"total_requests\":%lu,\"refused_connections\":%lu,"
 			"\"upstream_errors\":%lu,\"tls_handshakes\":%lu,\"upstream_dials\":%lu,"
-			"\"upstream_pool_reuses\":%lu,\"workers\":%u",
+			"\"upstream_pool_reuses\":%lu,\"denied_requests\":%lu,"
+			"\"secrets_swapped\":%lu,\"redactions\":%lu,\"audit_dropped\":%lu,"
+			"\"workers\":%u",
 			nsb, atomic_load(&p->open_conns), atomic_load(&p->total_conns),
 			atomic_load(&p->total_requests), atomic_load(&p->refused_conns),
 			atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes), dials,
-			reuses, p->nworkers);
+			reuses, atomic_load(&p->denied_requests), atomic_load(&p->secrets_swapped),
+			atomic_load(&p->redactions), atomic_load(&p->audit_dropped), p->nworkers);
 }

@@ -15,6 +15,8 @@
 struct tls;
 struct bpfl;
 struct proxy;
+struct rw_gen;
+struct audit;
 
 struct proxy_cfg {
 	size_t max_header_bytes;        /* request/response head limit (431/502) */
@@ -37,9 +39,15 @@ int proxy_start(struct proxy *p, unsigned nworkers);
 /* Stop workers, close everything. */
 void proxy_free(struct proxy *p);
 
-/* Sandboxes: connections whose socket cgroup is not registered are closed. */
-int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id);
+/* Sandboxes: connections whose socket cgroup is not registered are closed.
+ * gen is the sandbox's compiled policy (a reference is taken). */
+int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id, const char *cgroup,
+		      struct rw_gen *gen);
+/* Reload: new connections use gen; open ones finish on the one they pinned. */
+int proxy_sandbox_set_gen(struct proxy *p, const char *id, struct rw_gen *gen);
 void proxy_sandbox_remove(struct proxy *p, const char *id);
+/* Audit log for request and connection records (NULL: none). Before start. */
+void proxy_set_audit(struct proxy *p, struct audit *a);
 
 /* Hand a listening fd to every worker (the proxy owns it from now on). */
 int proxy_listener_add(struct proxy *p, int fd, const char *owner_id);

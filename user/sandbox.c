@@ -500,7 +500,8 @@ int sb_record_save(const char *run_dir, const struct sb_record *r)
 		close(fd);
 		goto out_unlink;
 	}
-	fprintf(f, "id=%s\ncgroup=%s\nnetns=%s\n", r->id, r->cgroup, r->netns);
+	fprintf(f, "id=%s\ncgroup=%s\nnetns=%s\npolicy=%s\n", r->id, r->cgroup, r->netns,
+		r->policy);
 	if (fflush(f) || fsync(fileno(f))) {
 		ret = -errno;
 		fclose(f);
@@ -584,6 +585,8 @@ static int record_load(int dirfd, const char *id, struct sb_record *r)
 		} else if (!strcmp(line, "netns") && strlen(val) < sizeof(r->netns)) {
 			strcpy(r->netns, val);
 			have_ns = true;
+		} else if (!strcmp(line, "policy") && strlen(val) < sizeof(r->policy)) {
+			strcpy(r->policy, val);
 		}
 	}
 	fclose(f);

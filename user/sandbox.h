@@ -66,6 +66,7 @@ struct sb_record {
 	char id[SB_ID_MAX + 1];
 	char cgroup[4096];
 	char netns[4096];   /* empty: the host netns */
+	char policy[4096];  /* empty: the daemon's default policy */
 };
 int sb_record_save(const char *run_dir, const struct sb_record *r);
 int sb_record_remove(const char *run_dir, const char *id);

@@ -23,6 +23,7 @@
 #include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -183,14 +184,19 @@ static int bad_option(const char *sub, char **argv)
 /* ---- run ---- */
 
 static const char run_help[] =
-	"usage: sluicectl run [--netns new|host] [--id ID] [--cgroup-parent PATH] [--no-ca-env]\n"
-	"                     -- CMD [ARGS...]\n"
+	"usage: sluicectl run [--policy FILE] [--netns new|host] [--id ID] [--cgroup-parent PATH]\n"
+	"                     [--hosts FILE] [--no-ca-env] -- CMD [ARGS...]\n"
 	"Run CMD in a fresh sandbox: a new cgroup under PATH (default <cgroup2 root>/"
 	CGROUP_PARENT_NAME ")\n"
 	"and, with --netns new (the default), a network namespace holding only loopback,\n"
 	"pinned at RUN_DIR/netns/ID. sluiced is attached before CMD starts and detached,\n"
 	"and the sandbox removed, when CMD exits. SSL_CERT_FILE, REQUESTS_CA_BUNDLE,\n"
 	"NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE point at sluiced's CA unless --no-ca-env.\n"
+	"--policy FILE: the sandbox's policy (sluiced compiles it; a bad file stops the run\n"
+	"before CMD starts); without it, sluiced's default policy applies.\n"
+	"--hosts FILE: CMD sees FILE as /etc/hosts (a private mount namespace of its own).\n"
+	"CMD runs without CAP_NET_RAW, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF and with\n"
+	"no_new_privs.\n"
 	"Exits with CMD's status (128+N when killed by signal N, 127 when not executable).\n";
 
 /* Signals sent to sluicectl alone (kill, timeout, systemd) go on to CMD.
@@ -265,6 +271,22 @@ static int run_drop_privileges(void)
 }
 
 /* In the child: enter the sandbox and exec CMD. Never returns. */
+/* --hosts FILE: the command sees FILE as /etc/hosts, in a mount namespace of
+ * its own (nothing changes for anyone else), like docker run --add-host. */
+static int private_hosts(const char *hosts)
+{
+	if (unshare(CLONE_NEWNS) < 0)
+		return -errno;
+	/* never let the bind below propagate back to the host */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	if (mount(hosts, "/etc/hosts", NULL, MS_BIND, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+static const char *run_hosts; /* --hosts FILE, or NULL */
+
 static void run_child(const char *cgroup, const char *pin, const char *ca, char **cmd)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
@@ -289,6 +311,13 @@ static void run_child(const char *cgroup, const char *pin, const char *ca, char 
 			_exit(EXIT_INTERNAL);
 		}
 		close(fd);
+	}
+	if (run_hosts) {
+		rc = private_hosts(run_hosts);
+		if (rc) {
+			fprintf(stderr, "sluicectl: --hosts %s: %s\n", run_hosts, strerror(-rc));
+			_exit(EXIT_INTERNAL);
+		}
 	}
 	if (ca) {
 		for (size_t i = 0; i < sizeof(ca_env_vars) / sizeof(ca_env_vars[0]); i++)
@@ -371,10 +400,14 @@ static int cmd_run(int argc, char **argv)
 		{ "id", required_argument, NULL, 'i' },
 		{ "cgroup-parent", required_argument, NULL, 'c' },
 		{ "no-ca-env", no_argument, NULL, 'E' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "hosts", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	static char hosts[PATH_MAX];
 	char id[SB_ID_MAX + 1] = "", parent[PATH_MAX] = "", cgroup[PATH_MAX], pin[PATH_MAX];
+	char policy[PATH_MAX] = "";
 	char reply[CTL_LINE_MAX], ca[CTL_LINE_MAX] = "";
 	bool new_netns = true, ca_env = true;
 	int opt, rc, ex;
@@ -410,6 +443,18 @@ static int cmd_run(int argc, char **argv)
 			break;
 		case 'E':
 			ca_env = false;
+			break;
+		case 'p':
+			canon_path(optarg, policy);
+			break;
+		case 'H':
+			canon_path(optarg, hosts);
+			if (access(hosts, R_OK) < 0) {
+				fprintf(stderr, "sluicectl run: --hosts %s: %s\n", hosts,
+					strerror(errno));
+				return EXIT_USAGE;
+			}
+			run_hosts = hosts;
 			break;
 		case 'h':
 			fputs(run_help, stdout);
@@ -472,8 +517,13 @@ static int cmd_run(int argc, char **argv)
 		}
 	}
 
-	ex = requestf(reply, sizeof(reply), "ATTACH\t%s\t%s\t%s", id, cgroup,
-		      new_netns ? pin : "-");
+	if (!field_ok(policy)) {
+		fprintf(stderr, "sluicectl run: paths may not contain tabs or newlines\n");
+		ex = EXIT_USAGE;
+		goto out_remove_netns;
+	}
+	ex = requestf(reply, sizeof(reply), "ATTACH\t%s\t%s\t%s\t%s", id, cgroup,
+		      new_netns ? pin : "-", policy[0] ? policy : "-");
 	if (ex)
 		goto out_remove_netns;
 
@@ -499,7 +549,7 @@ out_remove_cgroup:
 /* ---- attach / detach ---- */
 
 static const char attach_help[] =
-	"usage: sluicectl attach --cgroup PATH [--netns PATH] [--id ID]\n"
+	"usage: sluicectl attach --cgroup PATH [--netns PATH] [--id ID] [--policy FILE]\n"
 	"Put an existing cgroup v2 (and optionally its network namespace, e.g.\n"
 	"/run/netns/NAME) under sluiced. Without --netns it shares the host netns.\n"
 	"The id defaults to the cgroup's name plus a hash of its path. Prints the id.\n";
@@ -510,10 +560,12 @@ static int cmd_attach(int argc, char **argv)
 		{ "cgroup", required_argument, NULL, 'c' },
 		{ "netns", required_argument, NULL, 'n' },
 		{ "id", required_argument, NULL, 'i' },
+		{ "policy", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	char cgroup[PATH_MAX] = "", netns[PATH_MAX] = "", id[SB_ID_MAX + 1] = "";
+	char policy[PATH_MAX] = "";
 	char reply[CTL_LINE_MAX];
 	struct stat st;
 	int opt, ex;
@@ -525,6 +577,9 @@ static int cmd_attach(int argc, char **argv)
 			break;
 		case 'n':
 			canon_path(optarg, netns);
+			break;
+		case 'p':
+			canon_path(optarg, policy);
 			break;
 		case 'i':
 			if (!sb_id_valid(optarg)) {
@@ -552,14 +607,14 @@ static int cmd_attach(int argc, char **argv)
 		fprintf(stderr, "sluicectl attach: %s: %s\n", netns, strerror(errno));
 		return EXIT_USAGE;
 	}
-	if (!field_ok(cgroup) || !field_ok(netns)) {
+	if (!field_ok(cgroup) || !field_ok(netns) || !field_ok(policy)) {
 		fprintf(stderr, "sluicectl attach: paths may not contain tabs or newlines\n");
 		return EXIT_USAGE;
 	}
 	if (!id[0])
 		derive_id(cgroup, id);
-	ex = requestf(reply, sizeof(reply), "ATTACH\t%s\t%s\t%s", id, cgroup,
-		      netns[0] ? netns : "-");
+	ex = requestf(reply, sizeof(reply), "ATTACH\t%s\t%s\t%s\t%s", id, cgroup,
+		      netns[0] ? netns : "-", policy[0] ? policy : "-");
 	if (ex)
 		return ex;
 	printf("%s\n", id);
@@ -647,6 +702,34 @@ static int cmd_env(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static const char reload_help[] =
+	"usage: sluicectl reload [--id ID]\n"
+	"Recompile the policy of one sandbox (or of every sandbox) from its file. A file\n"
+	"that does not compile is refused with file:line:col and the old policy keeps\n"
+	"serving; open connections finish on the policy they started with.\n";
+
+static int cmd_reload(int argc, char **argv)
+{
+	char reply[CTL_LINE_MAX];
+	int ex;
+
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		fputs(reload_help, stdout);
+		return EXIT_OK;
+	}
+	if (argc == 1) {
+		ex = requestf(reply, sizeof(reply), "RELOAD");
+	} else if (argc == 3 && !strcmp(argv[1], "--id") && sb_id_valid(argv[2])) {
+		ex = requestf(reply, sizeof(reply), "RELOAD\t%s", argv[2]);
+	} else {
+		fputs(reload_help, stderr);
+		return EXIT_USAGE;
+	}
+	if (!ex && reply[0])
+		printf("%s\n", reply);
+	return ex;
+}
+
 static const char status_help[] = "usage: sluicectl status\nPrint sluiced's status as JSON.\n";
 static const char ping_help[] = "usage: sluicectl ping\nCheck that sluiced answers.\n";
 
@@ -728,6 +811,7 @@ static const struct {
 	{ "status", cmd_status, "print sluiced's status (JSON)" },
 	{ "ping", cmd_ping, "check that sluiced is running" },
 	{ "policy", cmd_policy, "policy check FILE: validate a policy file" },
+	{ "reload", cmd_reload, "recompile sandbox policies from their files" },
 };
 
 static void usage(FILE *out)

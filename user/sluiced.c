@@ -21,10 +21,13 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "audit.h"
 #include "bpf_loader.h"
 #include "ctl.h"
 #include "log.h"
+#include "policy.h"
 #include "proxy.h"
+#include "rewrite.h"
 #include "resolve.h"
 #include "sandbox.h"
 #include "tls.h"
@@ -36,6 +39,8 @@ struct sandbox_info {
 	char id[SB_ID_MAX + 1];
 	char cgroup[PATH_MAX];
 	char netns[PATH_MAX];
+	char policy[PATH_MAX];  /* "" = the default policy */
+	char policy_hash[80];
 	uint64_t cgroup_id;
 	bool used;
 };
@@ -43,6 +48,9 @@ struct sandbox_info {
 struct daemon {
 	const char *state_dir, *run_dir, *pin_dir, *hosts, *upstream_ca, *ca_cert, *ca_key;
 	const char *self_cgroup;
+	const char *audit_path, *default_policy;
+	size_t audit_queue;
+	struct audit *audit;
 	char sock_path[PATH_MAX];
 	uint16_t port;
 	unsigned workers;
@@ -81,12 +89,17 @@ static void usage(FILE *f)
 		"  --cgroup PATH         cgroup sluiced moves itself into (default\n"
 		"                        <cgroup2 root>/sluiced); never inside a sandbox\n"
 		"  --cert-cache N        leaf certificates kept (default 1024)\n"
-		"  --max-header-bytes N  request/response head limit (default 32768; 431 above)\n"
-		"  --body-buffer N       per-direction body buffer per connection (default 65536)\n"
 		"  --max-conns N         open client connections, all sandboxes (default 16384)\n"
-		"  --idle-timeout S      keep-alive idle timeout, seconds (default 60)\n"
-		"  --io-timeout S        no-progress timeout during a request (default 60)\n"
 		"  --connect-timeout S   upstream connect + TLS timeout (default 10)\n"
+		"  --audit-log FILE      JSON audit log, one line per request (default\n"
+		"                        /var/log/sluice/audit.jsonl; 0600, reopened on SIGHUP)\n"
+		"  --audit-queue BYTES   audit queue before traffic waits (default 1048576)\n"
+		"  --default-policy FILE policy for sandboxes attached without one (default: the\n"
+		"                        built-in allow-all policy: any host, no secrets)\n"
+		"\n"
+		"Per-sandbox limits (head size, body buffer, connections, timeouts) come from\n"
+		"the sandbox's policy: see docs/policy.md. SIGHUP recompiles every policy and\n"
+		"reopens the audit log.\n"
 		"  --log-level LEVEL     error|warn|info|debug (default info)\n"
 		"  --version, --help\n");
 }
@@ -150,9 +163,50 @@ static int open_listeners(struct daemon *d, const char *netns, const char *owner
 	return 0;
 }
 
-static int do_attach(struct daemon *d, const char *id, const char *cgroup, const char *netns,
-		     bool persist, char *err, size_t errlen)
+/* Compile the policy at path (NULL/"": the default) into a generation. */
+static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen, char *err,
+		    size_t errlen)
 {
+	struct pol_error pe = { 0 };
+	struct pol *pol;
+	int r;
+
+	if (!path || !path[0])
+		path = d->default_policy;
+	if (!path) {
+		pol = pol_allow_all();
+		if (!pol) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	} else {
+		r = pol_load_file(path, &pol, &pe);
+		if (r < 0) {
+			if (pe.msg[0])
+				snprintf(err, errlen, "%s:%u:%u: %s", pe.file[0] ? pe.file : path,
+					 pe.line, pe.col, pe.msg);
+			else
+				snprintf(err, errlen, "%s: %s", path, strerror(-r));
+			return r;
+		}
+		for (unsigned i = 0; i < pol_nwarnings(pol); i++) {
+			const struct pol_error *w = pol_warning(pol, i);
+
+			log_warn("%s:%u:%u: warning: %s", w->file, w->line, w->col, w->msg);
+		}
+	}
+	r = rw_gen_new(pol, ret_gen);
+	pol_unref(pol);
+	if (r < 0)
+		snprintf(err, errlen, "%s: %s", path ? path : "builtin",
+			 r == -E2BIG ? "more than 64 secrets" : strerror(-r));
+	return r;
+}
+
+static int do_attach(struct daemon *d, const char *id, const char *cgroup, const char *netns,
+		     const char *policy, bool persist, char *err, size_t errlen)
+{
+	struct rw_gen *gen = NULL;
 	struct sandbox_info *si = NULL;
 	struct sb_record rec;
 	uint64_t cgid;
@@ -175,9 +229,13 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 		snprintf(err, errlen, "cannot read the cgroup id of %s", cgroup);
 		return -EINVAL;
 	}
+	r = load_gen(d, policy, &gen, err, errlen);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&d->lock);
 	if (sb_find(d, id)) {
 		pthread_mutex_unlock(&d->lock);
+		rw_gen_unref(gen);
 		snprintf(err, errlen, "sandbox '%s' is already attached", id);
 		return -EEXIST;
 	}
@@ -193,6 +251,7 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
 		if (d->sandboxes[i].used && d->sandboxes[i].cgroup_id == cgid) {
 			pthread_mutex_unlock(&d->lock);
+			rw_gen_unref(gen);
 			snprintf(err, errlen, "cgroup %s is already attached as '%s'", cgroup,
 				 d->sandboxes[i].id);
 			return -EEXIST;
@@ -200,6 +259,7 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 	}
 	if (!si) {
 		pthread_mutex_unlock(&d->lock);
+		rw_gen_unref(gen);
 		snprintf(err, errlen, "too many sandboxes (limit %d)", MAX_SANDBOXES);
 		return -ENOSPC;
 	}
@@ -207,10 +267,12 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 	snprintf(si->id, sizeof(si->id), "%s", id);
 	snprintf(si->cgroup, sizeof(si->cgroup), "%s", cgroup);
 	snprintf(si->netns, sizeof(si->netns), "%s", netns ? netns : "");
+	snprintf(si->policy, sizeof(si->policy), "%s", policy ? policy : "");
+	snprintf(si->policy_hash, sizeof(si->policy_hash), "%s", pol_hash(rw_gen_pol(gen)));
 	si->cgroup_id = cgid;
 	si->used = true;
 
-	r = proxy_sandbox_add(d->proxy, id, cgid);
+	r = proxy_sandbox_add(d->proxy, id, cgid, cgroup, gen);
 	if (r < 0) {
 		snprintf(err, errlen, "register sandbox: %s", strerror(-r));
 		goto out_unuse;
@@ -236,14 +298,17 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 		snprintf(rec.id, sizeof(rec.id), "%s", id);
 		snprintf(rec.cgroup, sizeof(rec.cgroup), "%s", cgroup);
 		snprintf(rec.netns, sizeof(rec.netns), "%s", netns ? netns : "");
+		snprintf(rec.policy, sizeof(rec.policy), "%s", policy ? policy : "");
 		r = sb_record_save(d->run_dir, &rec);
 		if (r < 0)
 			log_warn("sandbox=%s: cannot save its record (%s): a restarted sluiced will "
 				 "not reopen its listener", id, strerror(-r));
 	}
 	pthread_mutex_unlock(&d->lock);
-	log_info("sandbox=%s attached: cgroup %s (id %llu), netns %s", id, cgroup,
-		 (unsigned long long)cgid, netns ? netns : "host");
+	log_info("sandbox=%s attached: cgroup %s (id %llu), netns %s, policy %s (%s)", id, cgroup,
+		 (unsigned long long)cgid, netns ? netns : "host", pol_source(rw_gen_pol(gen)),
+		 pol_hash(rw_gen_pol(gen)));
+	rw_gen_unref(gen);
 	return 0;
 
 out_listeners:
@@ -254,6 +319,63 @@ out_unregister:
 out_unuse:
 	si->used = false;
 	pthread_mutex_unlock(&d->lock);
+	rw_gen_unref(gen);
+	return r;
+}
+
+/* Recompile one sandbox's policy; the old generation serves on failure. */
+static int reload_one(struct daemon *d, struct sandbox_info *si, char *out, size_t outlen)
+{
+	struct rw_gen *gen;
+	char err[600];
+	int r = load_gen(d, si->policy, &gen, err, sizeof(err));
+
+	if (r < 0) {
+		log_error("sandbox=%s: reload refused, the previous policy keeps serving: %s", si->id,
+			  err);
+		snprintf(out, outlen, "%s", err);
+		return r;
+	}
+	proxy_sandbox_set_gen(d->proxy, si->id, gen);
+	snprintf(si->policy_hash, sizeof(si->policy_hash), "%s", pol_hash(rw_gen_pol(gen)));
+	log_info("sandbox=%s: policy reloaded: %s (%s)", si->id, pol_source(rw_gen_pol(gen)),
+		 pol_hash(rw_gen_pol(gen)));
+	rw_gen_unref(gen);
+	return 0;
+}
+
+static int do_reload(struct daemon *d, const char *id, char *out, size_t outlen)
+{
+	unsigned ok = 0, failed = 0;
+	char first_err[600] = "";
+	int r = 0;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
+		struct sandbox_info *si = &d->sandboxes[i];
+		char err[600];
+
+		if (!si->used || (id && strcmp(si->id, id)))
+			continue;
+		if (reload_one(d, si, err, sizeof(err)) < 0) {
+			if (!failed++)
+				snprintf(first_err, sizeof(first_err), "sandbox %s: %s", si->id, err);
+		} else {
+			ok++;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (id && !ok && !failed) {
+		snprintf(out, outlen, "no sandbox '%s'", id);
+		return -ENOENT;
+	}
+	if (failed) {
+		snprintf(out, outlen, "%s%s", first_err,
+			 failed > 1 ? " (and other sandboxes: see the daemon log)" : "");
+		r = -EINVAL;
+	} else {
+		snprintf(out, outlen, "reloaded %u sandbox%s", ok, ok == 1 ? "" : "es");
+	}
 	return r;
 }
 
@@ -286,9 +408,14 @@ static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
 /* ---- control socket ops ---- */
 
 static int op_attach(void *opaque, const char *id, const char *cgroup, const char *netns,
-		     char *err, size_t errlen)
+		     const char *policy, char *err, size_t errlen)
 {
-	return do_attach(opaque, id, cgroup, netns, true, err, errlen);
+	return do_attach(opaque, id, cgroup, netns, policy, true, err, errlen);
+}
+
+static int op_reload(void *opaque, const char *id, char *out, size_t outlen)
+{
+	return do_reload(opaque, id, out, outlen);
 }
 
 static int op_detach(void *opaque, const char *id, char *err, size_t errlen)
@@ -320,9 +447,11 @@ static int op_status(void *opaque, char *out, size_t outlen)
 		if (!si->used)
 			continue;
 		n += (size_t)snprintf(out + n, outlen - n,
-				      "%s{\"id\":\"%s\",\"cgroup\":\"%s\",\"netns\":\"%s\"}",
+				      "%s{\"id\":\"%s\",\"cgroup\":\"%s\",\"netns\":\"%s\","
+				      "\"policy\":\"%s\",\"policy_hash\":\"%s\"}",
 				      first ? "" : ",", si->id, si->cgroup,
-				      si->netns[0] ? si->netns : "host");
+				      si->netns[0] ? si->netns : "host",
+				      si->policy[0] ? si->policy : "default", si->policy_hash);
 		first = false;
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -353,8 +482,8 @@ static int restore_one(const struct sb_record *r, void *opaque)
 		sb_record_remove(d->run_dir, r->id);
 		return 0;
 	}
-	if (do_attach(d, r->id, r->cgroup, r->netns[0] ? r->netns : NULL, false, err,
-		      sizeof(err)) < 0)
+	if (do_attach(d, r->id, r->cgroup, r->netns[0] ? r->netns : NULL,
+		      r->policy[0] ? r->policy : NULL, false, err, sizeof(err)) < 0)
 		log_error("sandbox=%s: cannot restore: %s", r->id, err);
 	return 0;
 }
@@ -393,12 +522,11 @@ int main(int argc, char **argv)
 		{ "hosts", required_argument, NULL, 'H' },
 		{ "cgroup", required_argument, NULL, 'g' },
 		{ "cert-cache", required_argument, NULL, 'C' },
-		{ "max-header-bytes", required_argument, NULL, 'm' },
-		{ "body-buffer", required_argument, NULL, 'b' },
 		{ "max-conns", required_argument, NULL, 'M' },
-		{ "idle-timeout", required_argument, NULL, 'i' },
-		{ "io-timeout", required_argument, NULL, 'o' },
 		{ "connect-timeout", required_argument, NULL, 't' },
+		{ "audit-log", required_argument, NULL, 'a' },
+		{ "audit-queue", required_argument, NULL, 'q' },
+		{ "default-policy", required_argument, NULL, 'P' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -407,7 +535,7 @@ int main(int argc, char **argv)
 	struct tls_opts topts = { 0 };
 	struct bpfl_opts bopts = { 0 };
 	struct ctl_ops ops = { .attach = op_attach, .detach = op_detach, .status = op_status,
-			       .ca_path = op_ca_path };
+			       .ca_path = op_ca_path, .reload = op_reload };
 	char err[512], cgroot[PATH_MAX], selfcg[PATH_MAX];
 	sigset_t sigs;
 	int c, r, sig;
@@ -420,6 +548,7 @@ int main(int argc, char **argv)
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	d->workers = ncpu > 0 ? (unsigned)ncpu : 1;
 	d->cert_cache = 1024;
+	d->audit_path = "/var/log/sluice/audit.jsonl";
 	proxy_cfg_defaults(&d->pcfg);
 	pthread_mutex_init(&d->lock, NULL);
 
@@ -436,21 +565,12 @@ int main(int argc, char **argv)
 		case 'H': d->hosts = optarg; break;
 		case 'g': d->self_cgroup = optarg; break;
 		case 'C': d->cert_cache = (unsigned)parse_num("--cert-cache", optarg, 1, 1000000); break;
-		case 'm':
-			d->pcfg.max_header_bytes =
-				(size_t)parse_num("--max-header-bytes", optarg, 1024, 1 << 20);
-			break;
-		case 'b':
-			d->pcfg.body_buffer = (size_t)parse_num("--body-buffer", optarg, 4096, 1 << 24);
-			break;
 		case 'M': d->pcfg.max_conns = (unsigned)parse_num("--max-conns", optarg, 1, 1 << 22); break;
-		case 'i':
-			d->pcfg.idle_timeout_ms =
-				(unsigned)parse_num("--idle-timeout", optarg, 1, 86400) * 1000;
+		case 'a': d->audit_path = optarg; break;
+		case 'q':
+			d->audit_queue = (size_t)parse_num("--audit-queue", optarg, 1024, 1L << 30);
 			break;
-		case 'o':
-			d->pcfg.io_timeout_ms = (unsigned)parse_num("--io-timeout", optarg, 1, 86400) * 1000;
-			break;
+		case 'P': d->default_policy = optarg; break;
 		case 't':
 			d->pcfg.connect_timeout_ms =
 				(unsigned)parse_num("--connect-timeout", optarg, 1, 600) * 1000;
@@ -524,6 +644,31 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluiced: TLS setup: %s\n", err);
 		return 1;
 	}
+	if (d->default_policy) {
+		struct rw_gen *g;
+
+		/* a broken default policy stops the daemon here, not at attach */
+		if (load_gen(d, d->default_policy, &g, err, sizeof(err)) < 0) {
+			fprintf(stderr, "sluiced: --default-policy: %s\n", err);
+			return 1;
+		}
+		rw_gen_unref(g);
+	}
+	{
+		char dir[PATH_MAX], *slash;
+
+		snprintf(dir, sizeof(dir), "%s", d->audit_path);
+		slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = 0;
+			mkdir_p(dir, 0750);
+		}
+		r = audit_open(d->audit_path, d->audit_queue, &d->audit, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "sluiced: --audit-log: %s\n", err);
+			return 1;
+		}
+	}
 	r = resolve_init(d->hosts, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "sluiced: --hosts: %s\n", err);
@@ -549,8 +694,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	r = proxy_new(&d->pcfg, d->tls, d->bpfl, &d->proxy);
-	if (r == 0)
+	if (r == 0) {
+		proxy_set_audit(d->proxy, d->audit);
 		r = proxy_start(d->proxy, d->workers);
+	}
 	if (r < 0) {
 		fprintf(stderr, "sluiced: starting workers: %s\n", strerror(-r));
 		return 1;
@@ -570,7 +717,14 @@ int main(int argc, char **argv)
 	for (;;) {
 		sig = sigwaitinfo(&sigs, NULL);
 		if (sig == SIGHUP) {
-			log_info("SIGHUP: nothing to reload yet (policy reload comes with policies)");
+			char out[700];
+
+			r = audit_reopen(d->audit);
+			if (r < 0)
+				log_error("SIGHUP: audit log %s not reopened: %s", d->audit_path,
+					  strerror(-r));
+			r = do_reload(d, NULL, out, sizeof(out));
+			log_info("SIGHUP: audit log reopened; %s", out);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)
@@ -580,6 +734,7 @@ int main(int argc, char **argv)
 		 "until sluiced is back", sig);
 	ctl_server_stop(d->ctl);
 	proxy_free(d->proxy);
+	audit_close(d->audit);
 	bpfl_close(d->bpfl);
 	tls_free(d->tls);
 	return 0;

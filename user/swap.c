@@ -29,7 +29,9 @@
 #define ST_OUT 0x80000000u
 #define ST_IDX 0x7fffffffu
 #define NONE UINT32_MAX
-#define DENSE_MAX 512 /* dense rows: at most 512 * 1 KiB per set */
+#ifndef DENSE_MAX
+#define DENSE_MAX 512 /* dense rows: at most 512 * 1 KiB per set (the fuzzer lowers it) */
+#endif
 
 struct swap_pat {
 	unsigned char *from;

@@ -342,7 +342,7 @@ sluiced_start() {
 	setsid nsenter --net="$SLT_GW_NSPATH" "$SLT_SLUICED" \
 		--state-dir "$SLT_STATE" --run-dir "$SLT_RUN" --bpf-pin-dir "$SLT_BPF" \
 		--port "$SLT_PORT" --upstream-ca "$SLT_CA" --hosts "$SLT_SLUICED_HOSTS" \
-		--cgroup "$SLT_CG_SLUICED" ${SLUICED_ARGS:-} "$@" \
+		--cgroup "$SLT_CG_SLUICED" --audit-log "$SLT_TMP/audit.jsonl" ${SLUICED_ARGS:-} "$@" \
 		>>"$SLT_SLUICED_LOG" 2>&1 </dev/null &
 	pid=$!
 	disown "$pid" 2>/dev/null # tests SIGKILL it: no job notice
@@ -381,8 +381,9 @@ sbx_run() {
 	local opts=()
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
 	[ "${1:-}" = -- ] && shift
-	ctl run --cgroup-parent "$SLT_CG_SANDBOXES" "${opts[@]}" -- \
-		"$SLT_INHOSTS" "$SLT_CLIENT_HOSTS" "$@"
+	# The command sees the test names through `run --hosts` (a private
+	# mount namespace made before sluicectl drops CAP_SYS_ADMIN).
+	ctl run --cgroup-parent "$SLT_CG_SANDBOXES" --hosts "$SLT_CLIENT_HOSTS" "${opts[@]}" -- "$@"
 }
 
 # Same, with every proxy variable pointing where nothing listens.

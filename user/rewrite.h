@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rewrite: what a policy's secrets mean for one HTTP message.
+ *
+ * A generation (rw_gen) is compiled once per policy load: the matcher for
+ * every placeholder (to detect them anywhere), one swap set per secret (to
+ * replace them only where that secret is allowed), and the redaction set
+ * (real value -> placeholder) for responses. Connections pin the generation
+ * they started with.
+ *
+ * Requests: every placeholder found in the target or any header value
+ * (Basic credentials decoded) must belong to a secret scoped to the request's
+ * host, be available, and (for plain http) allow plaintext; otherwise the
+ * request is refused before anything goes upstream. Placeholders are then
+ * replaced only in the places the secret names (headers, any header, Basic
+ * user/password, query parameters); a body rewrite is set up when the secret
+ * allows the request's content type. Responses: real values in header values
+ * become placeholders; bodies go through rw_body_set(..., false).
+ * Pure: no I/O, no logs.
+ */
+#ifndef SLUICE_REWRITE_H
+#define SLUICE_REWRITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http1.h"
+
+struct pol;
+struct swap_set;
+struct rw_gen;
+
+/* Compile the generation for pol (takes its own reference). 0, -E2BIG (more
+ * than 64 secrets), -ENOMEM. */
+int rw_gen_new(struct pol *pol, struct rw_gen **ret_gen);
+struct rw_gen *rw_gen_ref(struct rw_gen *g);
+void rw_gen_unref(struct rw_gen *g);
+struct pol *rw_gen_pol(const struct rw_gen *g);
+/* true when the policy has at least one available secret (bodies of
+ * responses must then be scanned for real values). */
+bool rw_gen_redacts(const struct rw_gen *g);
+/* Worst-case growth of a body through the request (placeholder -> value) or
+ * response (value -> placeholder) set: output <= input * ratio + held-back. */
+size_t rw_gen_ratio(const struct rw_gen *g, bool request);
+/* Set for body streams: request=true is built per request (rw_req.body_set);
+ * request=false is the shared redaction set. */
+const struct swap_set *rw_gen_redact_set(const struct rw_gen *g);
+/* Names of the secrets in mask, comma-free array for audit (max n). */
+unsigned rw_secret_names(const struct rw_gen *g, uint64_t mask, const char **names, unsigned n);
+
+struct rw_field {
+	unsigned index;         /* header index in the http1_head */
+	char *value;            /* new value (may hold a real secret) */
+	size_t len;
+};
+
+struct rw_req {
+	/* refusal: status 0 = go on */
+	int status;
+	const char *code;       /* secret_out_of_scope | secret_unavailable | ... */
+	const char *pstype;     /* RFC 9209 error type */
+	const char *secret;     /* name of the secret concerned */
+	char detail[300];
+	/* rewrites (all may hold real values; rw_req_clear() zeroes them) */
+	struct rw_field *fields;
+	unsigned nfields;
+	char *target;           /* new request target when the query changed */
+	size_t target_len;
+	struct swap_set *body_set;      /* non-NULL: stream the body through it */
+	uint64_t body_mask;
+	uint64_t swapped;       /* secrets replaced in the head */
+};
+
+/*
+ * Decide and rewrite one request head. host is the normalised upstream
+ * name, plaintext true for http://. target is the origin-form target.
+ * Returns 0 (res->status tells refusal), -ENOMEM.
+ */
+int rw_request(const struct rw_gen *g, const char *host, bool plaintext,
+	       const struct http1_head *h, const char *target, size_t tlen, struct rw_req *res);
+void rw_req_clear(struct rw_req *res);
+
+/*
+ * Response head: new values for header values that contain a real secret.
+ * ret_values[i] is NULL (unchanged) or a new value of ret_lens[i] bytes;
+ * arrays have h->nf entries, allocated here (rw_resp_free). Returns the
+ * number of replacements, -ENOMEM.
+ */
+int rw_response_headers(const struct rw_gen *g, const struct http1_head *h, char ***ret_values,
+			size_t **ret_lens);
+void rw_resp_free(char **values, size_t *lens, unsigned n);
+
+#endif
