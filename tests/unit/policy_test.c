@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -1221,4 +1222,74 @@ Test(policy, demo_policy_semantics)
 	cr_expect_not(s->allow_plaintext);
 	pol_unref(p);
 	unsetenv("SLUICE_DEMO_TOKEN");
+}
+
+Test(policy, long_rule_name_reasons)
+{
+	/* regression (fuzzer): deny reasons for a 64-byte rule name */
+	static const char yaml[] =
+		"version: 1\nallow:\n  - name: "
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+		"    host: a.test\n    methods: [GET]\n";
+	struct pol *p = load_ok(yaml);
+	const char *why = NULL;
+
+	cr_expect_eq(pol_match_request(p, "a.test", 443, "PUT", "/", 1, NULL, &why), POL_DENY);
+	cr_expect_str_eq(why, "method not allowed by rule "
+			      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	pol_unref(p);
+	load_err("version: 1\nallow:\n  - name: "
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+		 "    host: a.test\n", 3, 11, "invalid rule name");
+}
+
+/* ---- sluicectl policy check ---- */
+
+static int run_check(const char *file, char *out, size_t outlen)
+{
+	const char *bin = getenv("SLUICECTL");
+	char cmd[512];
+	FILE *f;
+	size_t n;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s policy check '%s' 2>&1", bin && *bin ? bin : "build/sluicectl",
+		 file);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	n = fread(out, 1, outlen - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(policy, sluicectl_policy_check)
+{
+	const char *bin = getenv("SLUICECTL");
+	char path[128], out[4096];
+
+	if (access(bin && *bin ? bin : "build/sluicectl", X_OK))
+		cr_skip_test("build/sluicectl not built (set SLUICECTL)");
+	mk_tmpdir();
+	snprintf(path, sizeof(path), "%s/p.yaml", tmpdir);
+	write_file(path, "version: 1\nallow:\n  - host: a.test\n", 35);
+	cr_expect_eq(run_check(path, out, sizeof(out)), 0, "%s", out);
+	cr_expect(strstr(out, "policy OK: 1 allow rules, 0 passthrough, 0 secrets, hash sha256:"),
+		  "%s", out);
+	write_file(path, "version: 1\nallow:\n  - host: a.test\n    port: [1]\n", 48);
+	cr_expect_eq(run_check(path, out, sizeof(out)), 2, "%s", out);
+	cr_expect(strstr(out, ":4:5: error: unknown key 'port' in allow[0]"), "%s", out);
+	unsetenv("SLUICE_CHECK_UNSET");
+	write_file(path, "version: 1\nsecrets:\n  - {name: a, placeholder: PLACEHOLDER_A, "
+			 "source: env:SLUICE_CHECK_UNSET, hosts: [a.test], in: {any_header: true}}\n",
+		   135);
+	cr_expect_eq(run_check(path, out, sizeof(out)), 0, "%s", out);
+	cr_expect(strstr(out, ":3:51: warning: secret 'a': source env:SLUICE_CHECK_UNSET is not "
+			      "set"), "%s", out);
+	cr_expect(strstr(out, "policy OK: 0 allow rules, 0 passthrough, 1 secrets"), "%s", out);
+	snprintf(path, sizeof(path), "%s/missing.yaml", tmpdir);
+	cr_expect_eq(run_check(path, out, sizeof(out)), 1, "%s", out);
+	cr_expect(strstr(out, "missing.yaml: error: cannot open: No such file or directory"), "%s",
+		  out);
+	rm_tmpdir();
 }
