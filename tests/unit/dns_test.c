@@ -668,7 +668,7 @@ Test(dns, timeout_gives_servfail)
 	cr_assert_eq(dnsmsg_get16(a), 0x5151);
 	cr_assert_eq(rcode_of(a, (size_t)r), DNSMSG_SERVFAIL);
 	cr_assert_geq(dt, 290, "SERVFAIL after %llu ms", (unsigned long long)dt);
-	cr_assert_leq(dt, 300 + 500, "SERVFAIL after %llu ms", (unsigned long long)dt);
+	cr_assert_leq(dt, 300 + 700, "SERVFAIL after %llu ms", (unsigned long long)dt);
 	st = stats();
 	cr_assert_eq(st.timeouts, 1);
 	cr_assert_eq(st.servfail, 1);
@@ -920,7 +920,7 @@ Test(dns, tcp_idle_close_and_bad_frame)
 	cr_assert_eq(recv(fd, a, sizeof(a), 0), 0, "not closed");
 	dt = now_ms() - t0;
 	cr_assert_geq(dt, 250);
-	cr_assert_leq(dt, 1000);
+	cr_assert_leq(dt, 1500);
 	close(fd);
 	/* idle after an answer */
 	fd = tcp_client();
@@ -988,4 +988,48 @@ Test(dns, remove_listeners_stops_serving)
 	cr_assert_eq(stats().queries, 1);
 	close(fd);
 	close(tfd);
+}
+
+static int v6_fd;
+
+static void add_v6_on_loop(void *arg)
+{
+	cr_assert_eq(dns_add_udp_listener(D, v6_fd, "sb1"), 0);
+	sem_post(arg);
+}
+
+Test(dns, ipv6_listener)
+{
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	socklen_t al = sizeof(a6);
+	uint8_t q[512], a[4096];
+	size_t n;
+	ssize_t r;
+	sem_t done;
+	int fd;
+
+	start(true, 0, 0, 0);
+	v6_fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	cr_assert_eq(bind(v6_fd, (struct sockaddr *)&a6, sizeof(a6)), 0);
+	getsockname(v6_fd, (struct sockaddr *)&a6, &al);
+	sem_init(&done, 0, 0);
+	cr_assert_eq(loop_post(L, add_v6_on_loop, &done), 0);
+	sem_wait(&done);
+	sem_destroy(&done);
+	fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a6, sizeof(a6)), 0);
+	set_rcvtimeo(fd, 3000);
+	n = build_query(q, 0x6666, "4.allowed.test", 28, true);
+	cr_assert_eq(send(fd, q, n, 0), (ssize_t)n);
+	r = recv(fd, a, sizeof(a), 0);
+	cr_assert_gt(r, 0);
+	cr_assert_eq(check_answer(a, (size_t)r, 0x6666, "4.allowed.test"), 4);
+	n = build_query(q, 0x6667, "evil.test", 1, true);
+	cr_assert_eq(send(fd, q, n, 0), (ssize_t)n);
+	r = recv(fd, a, sizeof(a), 0);
+	cr_assert_gt(r, 0);
+	cr_assert_eq(rcode_of(a, (size_t)r), DNSMSG_NXDOMAIN);
+	close(fd);
+	stop();         /* unregisters v6_fd before it is closed */
+	close(v6_fd);
 }
