@@ -27,6 +27,9 @@ static inline int buf_init(struct buf *b, size_t cap)
 
 static inline void buf_free(struct buf *b)
 {
+	/* buffers may have held real secret values on their way upstream */
+	if (b->data)
+		explicit_bzero(b->data, b->cap);
 	free(b->data);
 	b->data = NULL;
 	b->off = b->len = b->cap = 0;

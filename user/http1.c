@@ -151,6 +151,15 @@ static int on_headers_complete(llhttp_t *p)
 	return HPE_PAUSED;      /* stop exactly at the head/body boundary */
 }
 
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct http1_parser *hp = hp_of(p);
+
+	if (hp->body_cb && hp->body_cb(hp->body_opaque, at, len) < 0)
+		return fail(hp, 502, "body rewrite failed");
+	return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
 	struct http1_parser *hp = hp_of(p);
@@ -180,6 +189,7 @@ int http1_init(struct http1_parser *hp, bool response, size_t max_head_bytes)
 	hp->s.on_header_value_complete = on_value_complete;
 	hp->s.on_headers_complete = on_headers_complete;
 	hp->s.on_message_complete = on_message_complete;
+	hp->s.on_body = on_body;
 	llhttp_init(&hp->p, response ? HTTP_RESPONSE : HTTP_REQUEST, &hp->s);
 	hp->p.data = hp;
 	return 0;

@@ -60,6 +60,11 @@ struct http1_parser {
 	bool in_value;
 	int err_status;         /* 400, 431 (head too large) ... */
 	const char *err_reason; /* static string */
+	/* Optional: decoded body bytes (chunk framing removed) are handed here
+	 * during http1_feed(); return 0, or -1 to stop with an error. A caller
+	 * that sets it rewrites bodies instead of forwarding wire bytes. */
+	int (*body_cb)(void *opaque, const char *at, size_t len);
+	void *body_opaque;
 };
 
 /* response: false parses requests. max_head_bytes bounds the head (431). */

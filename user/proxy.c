@@ -17,12 +17,14 @@
 #include "bpf_loader.h"
 #include "buf.h"
 #include "conn.h"
+#include "dns.h"
 #include "http1.h"
 #include "log.h"
 #include "loop.h"
 #include "policy.h"
 #include "proxy.h"
 #include "rewrite.h"
+#include "swap.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -44,6 +46,20 @@ struct sbx {
 	atomic_uint conns;
 };
 
+/* A body being rewritten (secret swap upstream, redaction downstream): the
+ * decoded body goes through a swap stream into stage, and leaves framed as
+ * chunks (or raw for close-delimited HTTP/1.0 answers). */
+struct xform {
+	bool active;
+	bool chunked_out;
+	bool finishing;         /* message ended: drain the stream */
+	bool ended;             /* terminator queued */
+	struct swap_stream *st;
+	struct buf stage;
+	size_t ratio, maxfrom;
+	struct swap_set *owned; /* request bodies: the per-request set */
+};
+
 struct aline {
 	struct aline *next;
 	size_t len;
@@ -52,6 +68,7 @@ struct aline {
 
 struct listener {
 	int fd;
+	int kind;               /* PROXY_L_* */
 	char owner[SB_ID_LEN + 1];
 	struct listener *next;
 };
@@ -74,6 +91,7 @@ struct worker {
 	pthread_t thread;
 	struct loop *loop;
 	struct up_pool *pool;
+	struct dns *dns;        /* NULL when DNS is off */
 	struct wlisten *listens;
 	struct sess *sessions;
 	unsigned nsessions;
@@ -172,9 +190,14 @@ struct sess {
 	const char *a_decision, *a_rule, *a_reason;
 	uint64_t a_secrets;
 	unsigned a_redactions;
+
+	struct rw_req rw;       /* secret decisions and rewrites of the request */
+	struct xform rx, tx;    /* request body / response body rewriting */
 };
 
 static void sess_pump(struct sess *s);
+static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qname);
+static void dns_audit_hook(void *opaque, const struct dns_query_info *q);
 
 void proxy_cfg_defaults(struct proxy_cfg *cfg)
 {
@@ -435,6 +458,114 @@ static void sess_fail(struct sess *s, int status, const char *code, const char *
 		 detail ? detail : "");
 }
 
+/* ---- body rewriting ---- */
+
+static int xform_stage_out(void *arg, const unsigned char *p, size_t n)
+{
+	return buf_append(&((struct xform *)arg)->stage, p, n);
+}
+
+static int xform_body_cb(void *opaque, const char *at, size_t len)
+{
+	struct xform *x = opaque;
+	ssize_t r = swap_stream_feed(x->st, (const unsigned char *)at, len, xform_stage_out, x);
+
+	/* the feed bound guarantees room; anything else is a bug: fail closed */
+	return r == (ssize_t)len ? 0 : -1;
+}
+
+static void xform_end(struct xform *x)
+{
+	swap_stream_free(x->st);
+	swap_set_free(x->owned);
+	buf_free(&x->stage);
+	memset(x, 0, sizeof(*x));
+}
+
+static int xform_start(struct xform *x, const struct swap_set *set, struct swap_set *owned,
+		       size_t ratio, size_t body_buffer, bool chunked_out)
+{
+	size_t need;
+
+	xform_end(x);
+	x->owned = owned;
+	x->ratio = ratio ? ratio : 1;
+	x->maxfrom = swap_set_max_from(set);
+	need = (x->maxfrom + 64) * x->ratio + 64;
+	if (swap_stream_new(set, &x->st) < 0 ||
+	    buf_init(&x->stage, need > body_buffer ? need : body_buffer) < 0) {
+		xform_end(x);
+		return -ENOMEM;
+	}
+	x->active = true;
+	x->chunked_out = chunked_out;
+	return 0;
+}
+
+/* Input bytes that may be fed now without the stage overflowing. */
+static size_t xform_feed_bound(struct xform *x)
+{
+	size_t space = buf_free_total(&x->stage), per;
+
+	if (swap_stream_pending(x->st))
+		return 0;
+	per = space / x->ratio;
+	return per > x->maxfrom + 16 ? per - x->maxfrom - 16 : 0;
+}
+
+/* Move staged bytes into out as chunks; at the end, the terminator. Returns
+ * bytes written to out (for the audit byte counts). */
+static size_t xform_flush(struct xform *x, struct buf *out)
+{
+	size_t wrote = 0;
+
+	for (int round = 0; round < 4; round++) {
+		if (swap_stream_pending(x->st))
+			swap_stream_feed(x->st, NULL, 0, xform_stage_out, x);
+		if (x->finishing && !swap_stream_pending(x->st))
+			swap_stream_finish(x->st, xform_stage_out, x);
+		if (x->stage.len) {
+			size_t room = buf_free_total(out), n = x->stage.len;
+			char hdr[24];
+			int hl = 0;
+
+			if (x->chunked_out) {
+				if (room < 32)
+					break;
+				if (n > room - 32)
+					n = room - 32;
+				hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", n);
+				buf_append(out, hdr, (size_t)hl);
+			} else if (n > room) {
+				n = room;
+			}
+			if (!n)
+				break;
+			buf_append(out, buf_head(&x->stage), n);
+			explicit_bzero(buf_head(&x->stage), n);
+			buf_consume(&x->stage, n);
+			if (x->chunked_out)
+				buf_append(out, "\r\n", 2);
+			wrote += n + (size_t)hl + (x->chunked_out ? 2 : 0);
+			continue;
+		}
+		if (x->finishing && !x->ended && !swap_stream_pending(x->st) &&
+		    swap_stream_finish(x->st, xform_stage_out, x) == 0 && !x->stage.len) {
+			if (x->chunked_out) {
+				if (buf_free_total(out) < 5)
+					break;
+				buf_append(out, "0\r\n\r\n", 5);
+				wrote += 5;
+			}
+			x->ended = true;
+		}
+		break;
+	}
+	return wrote;
+}
+
+static bool xform_busy(const struct xform *x) { return x->active && !x->ended; }
+
 /* ---- request side ---- */
 
 static int sess_route(struct sess *s, const struct http1_head *h, const char **ret_target,
@@ -543,8 +674,10 @@ static int sess_route(struct sess *s, const struct http1_head *h, const char **r
 			  "no Host header and no destination");
 		return -1;
 	}
-	snprintf(s->key, sizeof(s->key), "%s|%c|%s|%u", s->sb_id, s->up_tls ? 's' : 'p', s->up_name,
-		 s->up_port);
+	/* the generation is in the key: a reload (new deny set) never reuses a
+	 * connection dialled under the old one */
+	snprintf(s->key, sizeof(s->key), "%s|%p|%c|%s|%u", s->sb_id, (void *)s->gen,
+		 s->up_tls ? 's' : 'p', s->up_name, s->up_port);
 	return 0;
 
 misdirected:
@@ -681,6 +814,33 @@ static void sess_request_head(struct sess *s)
 	}
 	if (sess_policy(s, h, target, tlen) < 0)
 		return;
+	rw_req_clear(&s->rw);
+	xform_end(&s->rx);
+	if (rw_request(s->gen, s->up_name, !s->up_tls, h, target, tlen, &s->rw) < 0) {
+		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
+		return;
+	}
+	if (s->rw.status) {
+		atomic_fetch_add(&p->denied_requests, 1);
+		sess_fail(s, s->rw.status, s->rw.code, s->rw.pstype, s->rw.detail);
+		return;
+	}
+	if (s->rw.target) {
+		target = s->rw.target;
+		tlen = s->rw.target_len;
+	}
+	s->a_secrets = s->rw.swapped;
+	if (s->rw.swapped)
+		atomic_fetch_add(&p->secrets_swapped,
+				 (unsigned long)__builtin_popcountll(s->rw.swapped));
+	if (s->rw.body_set &&
+	    xform_start(&s->rx, s->rw.body_set, NULL, rw_gen_ratio(s->gen, true),
+			pol_limits(s->pol)->body_buffer_bytes, true) < 0) {
+		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
+		return;
+	}
+	s->req.body_cb = s->rx.active ? xform_body_cb : NULL;
+	s->req.body_opaque = &s->rx;
 	s->is_head = h->method == HTTP_HEAD;
 	s->close_after = !h->keep_alive;
 	s->req_has_body = h->chunked || h->content_length > 0;
@@ -705,15 +865,31 @@ static void sess_request_head(struct sess *s)
 		r |= put(out, cap, &len, "/", 1);
 	r |= put_str(out, cap, &len, " HTTP/1.1\r\n");
 	for (unsigned i = 0; i < h->nf; i++) {
+		const char *v = http1_value(h, i);
+		size_t vl = h->f[i].value_len;
+
 		if (http1_is_hop_by_hop(h, i))
 			continue;
+		if (s->rx.active &&
+		    ((h->f[i].name_len == 14 && !strncasecmp(http1_name(h, i), "content-length", 14)) ||
+		     (h->f[i].name_len == 17 &&
+		      !strncasecmp(http1_name(h, i), "transfer-encoding", 17))))
+			continue; /* the rewritten body leaves chunked */
 		if (h->f[i].name_len == 4 && strncasecmp(http1_name(h, i), "host", 4) == 0)
 			has_host = true;
+		for (unsigned k = 0; k < s->rw.nfields; k++) {
+			if (s->rw.fields[k].index == i) {
+				v = s->rw.fields[k].value;
+				vl = s->rw.fields[k].len;
+			}
+		}
 		r |= put(out, cap, &len, http1_name(h, i), h->f[i].name_len);
 		r |= put(out, cap, &len, ": ", 2);
-		r |= put(out, cap, &len, http1_value(h, i), h->f[i].value_len);
+		r |= put(out, cap, &len, v, vl);
 		r |= put(out, cap, &len, "\r\n", 2);
 	}
+	if (s->rx.active)
+		r |= put_str(out, cap, &len, "Transfer-Encoding: chunked\r\n");
 	if (!has_host) {
 		char hb[300];
 
@@ -735,7 +911,7 @@ static void sess_request_head(struct sess *s)
 	/* A bodiless request on a reused connection can be replayed once if the
 	 * server had closed that connection meanwhile. */
 	s->retry_head_len = 0;
-	if (!s->req_has_body) {
+	if (!s->req_has_body && !s->rw.swapped) { /* never keep a copy holding a real secret */
 		if (s->retry_head_cap < len) {
 			char *nb = realloc(s->retry_head, len);
 
@@ -766,7 +942,7 @@ static void sess_request_head(struct sess *s)
 		s->up->reused = true;
 	else
 		s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls,
-				   upstream_notify, s);
+				   rw_gen_deny(s->gen), upstream_notify, s);
 	if (!s->up)
 		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
 	log_debug("sandbox=%s %s %s://%s:%u%.*s", s->sb_id, method, s->up_tls ? "https" : "http",
@@ -852,6 +1028,16 @@ static bool request_parse(struct sess *s)
 		return false;
 	n = s->cin.len < room - s->head_reserve ? s->cin.len : room - s->head_reserve;
 	body_phase = s->req.in_body && s->req.head_seen;
+	if (body_phase && s->rx.active) {
+		size_t b;
+
+		xform_flush(&s->rx, &s->uout);
+		b = xform_feed_bound(&s->rx);
+		if (n > b)
+			n = b;
+		if (!n)
+			return false;
+	}
 	used = http1_feed(&s->req, buf_head(&s->cin), n, &ev);
 	if (ev == HTTP1_EV_ERROR) {
 		if (s->req.err_status == 431)
@@ -861,7 +1047,7 @@ static bool request_parse(struct sess *s)
 			sess_fail(s, 400, "bad_request", "http_request_error", s->req.err_reason);
 		return true;
 	}
-	if (body_phase && used > 0 && s->up)
+	if (body_phase && used > 0 && s->up && !s->rx.active)
 		buf_append(&s->uout, buf_head(&s->cin), (size_t)used);
 	buf_consume(&s->cin, (size_t)used);
 	s->a_in += (uint64_t)used;
@@ -870,8 +1056,13 @@ static bool request_parse(struct sess *s)
 		if (s->state != S_HTTP)
 			return true;
 	}
-	if (s->req.done && s->req_active)
+	if (s->req.done && s->req_active) {
 		s->req_done = true;
+		if (s->rx.active && !s->rx.finishing) {
+			s->rx.finishing = true;
+			xform_flush(&s->rx, &s->uout);
+		}
+	}
 	return used > 0 || ev != HTTP1_EV_NONE;
 }
 
@@ -888,7 +1079,8 @@ static bool up_retry(struct sess *s)
 	s->uout.off = 0;
 	buf_append(&s->uout, s->retry_head, s->retry_head_len);
 	/* bypass the pool: key gets a unique suffix for this one acquire */
-	s->up = up_acquire(s->w->pool, "", s->up_name, s->up_port, s->up_tls, upstream_notify, s);
+	s->up = up_acquire(s->w->pool, "", s->up_name, s->up_port, s->up_tls, rw_gen_deny(s->gen),
+			   upstream_notify, s);
 	if (!s->up)
 		return false;
 	snprintf(s->up->key, sizeof(s->up->key), "%s", s->key);
@@ -935,6 +1127,8 @@ static bool upstream_io(struct sess *s)
 	}
 	if (u->state != UP_READY)
 		return progress;
+	if (xform_busy(&s->rx))
+		xform_flush(&s->rx, &s->uout);
 	while (s->uout.len && u->c.wr_ready) {
 		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
 		if (n < 0) {
@@ -972,10 +1166,12 @@ static void sess_response_head(struct sess *s)
 	struct proxy *p = s->w->p;
 	const struct http1_head *h = &s->resp.head;
 	size_t len = 0, cap;
-	char line[64], *out;
+	char line[64], *out, **red = NULL;
+	size_t *redl = NULL;
 	bool final = h->status >= 200 || h->status == 101;
 	bool switching = h->status == 101 && s->upgrade_req;
-	int r = 0;
+	bool rewrite_body = false;
+	int r = 0, nred;
 
 	(void)p;
 	s->a_status = h->status;
@@ -986,6 +1182,30 @@ static void sess_response_head(struct sess *s)
 	}
 	if (final && (h->needs_eof || !h->keep_alive))
 		s->close_after = s->close_after || h->needs_eof;
+	/* Real secret values never reach the sandbox: header values now, the
+	 * body through a redaction stream (then framed as chunks). */
+	nred = rw_response_headers(s->gen, h, &red, &redl);
+	if (nred < 0) {
+		sess_fail(s, 502, "out_of_memory", "proxy_internal_error", "cannot allocate");
+		return;
+	}
+	s->a_redactions += (unsigned)nred;
+	xform_end(&s->tx);
+	if (final && !switching && s->resp.in_body && rw_gen_redacts(s->gen)) {
+		bool chunked = s->req.head.http_minor >= 1;
+
+		if (xform_start(&s->tx, rw_gen_redact_set(s->gen), NULL, rw_gen_ratio(s->gen, false),
+				pol_limits(s->pol)->body_buffer_bytes, chunked) < 0) {
+			rw_resp_free(red, redl, h->nf);
+			sess_fail(s, 502, "out_of_memory", "proxy_internal_error", "cannot allocate");
+			return;
+		}
+		if (!chunked)
+			s->close_after = true; /* HTTP/1.0: the end is the close */
+		rewrite_body = true;
+	}
+	s->resp.body_cb = s->tx.active ? xform_body_cb : NULL;
+	s->resp.body_opaque = &s->tx;
 	buf_compact(&s->cout);
 	out = buf_tail(&s->cout);
 	cap = s->cout.cap - s->cout.len;
@@ -996,11 +1216,22 @@ static void sess_response_head(struct sess *s)
 	for (unsigned i = 0; i < h->nf; i++) {
 		if (http1_is_hop_by_hop(h, i))
 			continue;
+		if (rewrite_body &&
+		    ((h->f[i].name_len == 14 && !strncasecmp(http1_name(h, i), "content-length", 14)) ||
+		     (h->f[i].name_len == 17 &&
+		      !strncasecmp(http1_name(h, i), "transfer-encoding", 17))))
+			continue;
 		r |= put(out, cap, &len, http1_name(h, i), h->f[i].name_len);
 		r |= put(out, cap, &len, ": ", 2);
-		r |= put(out, cap, &len, http1_value(h, i), h->f[i].value_len);
+		if (red && red[i])
+			r |= put(out, cap, &len, red[i], redl[i]);
+		else
+			r |= put(out, cap, &len, http1_value(h, i), h->f[i].value_len);
 		r |= put(out, cap, &len, "\r\n", 2);
 	}
+	rw_resp_free(red, redl, h->nf);
+	if (rewrite_body && s->tx.chunked_out)
+		r |= put_str(out, cap, &len, "Transfer-Encoding: chunked\r\n");
 	if (switching) {
 		size_t ul;
 		const char *uv = http1_get(h, "upgrade", &ul);
@@ -1045,6 +1276,10 @@ static bool response_parse(struct sess *s)
 			if (e == 1) {
 				s->resp_done = true;
 				s->close_after = true;
+				if (s->tx.active && !s->tx.finishing) {
+					s->tx.finishing = true;
+					s->a_out += xform_flush(&s->tx, &s->cout);
+				}
 				return true;
 			}
 			if (s->resp_head_sent) {
@@ -1061,6 +1296,16 @@ static bool response_parse(struct sess *s)
 		return false;
 	n = s->uin.len < room - s->head_reserve ? s->uin.len : room - s->head_reserve;
 	body_phase = s->resp.in_body && s->resp.head_seen;
+	if (body_phase && s->tx.active) {
+		size_t b;
+
+		s->a_out += xform_flush(&s->tx, &s->cout);
+		b = xform_feed_bound(&s->tx);
+		if (n > b)
+			n = b;
+		if (!n)
+			return false;
+	}
 	used = http1_feed(&s->resp, buf_head(&s->uin), n, &ev);
 	if (ev == HTTP1_EV_ERROR) {
 		char why[200];
@@ -1069,7 +1314,7 @@ static bool response_parse(struct sess *s)
 		sess_fail(s, 502, "upstream_bad_response", "http_protocol_error", why);
 		return true;
 	}
-	if (body_phase && used > 0) {
+	if (body_phase && used > 0 && !s->tx.active) {
 		buf_append(&s->cout, buf_head(&s->uin), (size_t)used);
 		s->a_out += (uint64_t)used;
 	}
@@ -1098,6 +1343,10 @@ static bool response_parse(struct sess *s)
 			s->resp.no_body = s->is_head;
 		} else {
 			s->resp_done = true;
+			if (s->tx.active && !s->tx.finishing) {
+				s->tx.finishing = true;
+				s->a_out += xform_flush(&s->tx, &s->cout);
+			}
 		}
 	}
 	return used > 0 || ev != HTTP1_EV_NONE;
@@ -1110,16 +1359,24 @@ static bool exchange_finish(struct sess *s)
 
 	if (s->state != S_HTTP || !s->req_active || !s->resp_done)
 		return false;
-	sess_audit(s, s->a_status, "allow", s->a_rule, NULL);
 	if (!s->req_done) {
 		/* Answered before the request body ended: neither side is reusable. */
+		sess_audit(s, s->a_status, "allow", s->a_rule, NULL);
 		up_release(s->up, false);
 		s->up = NULL;
 		s->state = S_CLOSING;
 		return true;
 	}
-	if (s->uout.len)
+	if (xform_busy(&s->tx))
+		s->a_out += xform_flush(&s->tx, &s->cout);
+	if (s->uout.len || xform_busy(&s->rx) || xform_busy(&s->tx))
 		return false;
+	s->a_redactions += s->tx.active ? (unsigned)swap_stream_replacements(s->tx.st) : 0;
+	if (s->rx.active)
+		s->a_secrets |= swap_stream_hits(s->rx.st);
+	if (s->a_redactions)
+		atomic_fetch_add(&s->w->p->redactions, s->a_redactions);
+	sess_audit(s, s->a_status, "allow", s->a_rule, NULL);
 	reusable = s->resp.head.keep_alive && !s->resp.head.needs_eof && !s->uin.len;
 	if (!reusable || s->close_after) {
 		up_release(s->up, reusable);
@@ -1131,6 +1388,11 @@ static bool exchange_finish(struct sess *s)
 	s->req_done = false;
 	s->resp_done = false;
 	s->resp_head_sent = false;
+	rw_req_clear(&s->rw);
+	xform_end(&s->rx);
+	xform_end(&s->tx);
+	s->req.body_cb = NULL;
+	s->resp.body_cb = NULL;
 	if (s->close_after) {
 		s->state = S_CLOSING;
 		return true;
@@ -1233,6 +1495,8 @@ static bool st_http(struct sess *s)
 	}
 	if (s->dead)
 		return false;
+	if (xform_busy(&s->tx))
+		s->a_out += xform_flush(&s->tx, &s->cout);
 	p |= client_flush(s);
 	if (s->dead)
 		return false;
@@ -1338,6 +1602,11 @@ static void sess_free_mem(void *ptr)
 	struct sess *s = ptr;
 
 	free(s->apath);
+	rw_req_clear(&s->rw);
+	xform_end(&s->rx);
+	xform_end(&s->tx);
+	if (s->retry_head)
+		explicit_bzero(s->retry_head, s->retry_head_cap);
 	buf_free(&s->cin);
 	buf_free(&s->cout);
 	buf_free(&s->uout);
@@ -1712,6 +1981,14 @@ int proxy_start(struct proxy *p, unsigned nworkers)
 				      p->cfg.pool_idle_timeout_ms);
 		if (!w->pool)
 			return -ENOMEM;
+		if (p->cfg.dns_enabled) {
+			struct dns_hooks hooks = { .allowed = dns_allowed_hook,
+						   .audit = dns_audit_hook, .opaque = w };
+
+			r = dns_new(w->loop, &p->cfg.dns, &hooks, &w->dns);
+			if (r < 0)
+				return r;
+		}
 		loop_set_tick(w->loop, worker_tick, w);
 		p->nworkers = i + 1;
 		r = pthread_create(&w->thread, NULL, worker_main, w);
@@ -1810,6 +2087,60 @@ void proxy_sandbox_remove(struct proxy *p, const char *id)
 
 void proxy_set_audit(struct proxy *p, struct audit *a) { p->audit = a; }
 
+/* DNS allowlist: the sandbox's current policy decides (thread-safe: the
+ * registry lock; the policy itself is immutable). */
+static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qname)
+{
+	struct worker *w = opaque;
+	struct proxy *p = w->p;
+	bool ok = false, found = false;
+
+	pthread_rwlock_rdlock(&p->sb_lock);
+	for (unsigned i = 0; i < p->sb_high; i++) {
+		struct sbx *x = p->sandboxes[i];
+
+		if (x && strcmp(x->id, sandbox) == 0) {
+			struct pol *pol = rw_gen_pol(x->gen);
+
+			found = true;
+			ok = pol_dns_mode(pol) != POL_DNS_ALLOWLIST || pol_host_in_policy(pol, qname);
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&p->sb_lock);
+	/* a listener shared by host-netns sandboxes ("@host") cannot tell who
+	 * asked: forward (documented); an unknown sandbox id: refuse */
+	return found ? ok : strcmp(sandbox, "@host") == 0;
+}
+
+static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
+{
+	struct worker *w = opaque;
+	struct audit_rec r = { 0 };
+	char line[2048], qt[16];
+	int n;
+
+	if (!w->p->audit)
+		return;
+	snprintf(qt, sizeof(qt), "TYPE%u", q->qtype);
+	r.kind = "dns";
+	clock_gettime(CLOCK_REALTIME, &r.time);
+	r.sandbox = q->sandbox;
+	r.principal = "";
+	r.method = qt;
+	r.scheme = q->transport;
+	r.host = q->qname;
+	r.port = 53;
+	r.decision = strcmp(q->decision, "forward") == 0 ? "allow"
+		     : strcmp(q->decision, "nxdomain") == 0 ? "deny" : "error";
+	r.reason = q->reason;
+	r.rule = q->decision;
+	r.tls_mode = "none";
+	n = audit_format(&r, line, sizeof(line));
+	if (n > 0)
+		audit_emit(w, line, (size_t)n);
+}
+
 struct listen_op {
 	struct worker *w;
 	struct listener *l;
@@ -1822,7 +2153,18 @@ static void listen_add_on_worker(void *arg)
 	struct listen_op *op = arg;
 	struct wlisten *wl = calloc(1, sizeof(*wl));
 
-	if (wl) {
+	if (wl && op->l->kind != PROXY_L_HTTP) {
+		int r = -EINVAL;
+
+		if (op->w->dns && op->l->kind == PROXY_L_DNS_UDP)
+			r = dns_add_udp_listener(op->w->dns, op->l->fd, op->l->owner);
+		else if (op->w->dns && op->l->kind == PROXY_L_DNS_TCP)
+			r = dns_add_tcp_listener(op->w->dns, op->l->fd, op->l->owner);
+		if (r < 0)
+			log_warn("sandbox=%s: DNS listener not served: %s", op->l->owner,
+				 strerror(-r));
+		free(wl);
+	} else if (wl) {
 		wl->w = op->w;
 		wl->l = op->l;
 		/* EPOLLEXCLUSIVE: one worker wakes per new connection. */
@@ -1843,6 +2185,8 @@ static void listen_remove_on_worker(void *arg)
 	struct listen_op *op = arg;
 	struct wlisten **pp = &op->w->listens;
 
+	if (op->w->dns)
+		dns_remove_listeners(op->w->dns, op->owner);
 	while (*pp) {
 		struct wlisten *wl = *pp;
 
@@ -1885,13 +2229,14 @@ static void run_on_all_workers(struct proxy *p, void (*fn)(void *), struct liste
 	sem_destroy(&done);
 }
 
-int proxy_listener_add(struct proxy *p, int fd, const char *owner_id)
+int proxy_listener_add(struct proxy *p, int fd, int kind, const char *owner_id)
 {
 	struct listener *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return -ENOMEM;
 	l->fd = fd;
+	l->kind = kind;
 	snprintf(l->owner, sizeof(l->owner), "%s", owner_id);
 	pthread_mutex_lock(&p->l_lock);
 	l->next = p->listeners;

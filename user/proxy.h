@@ -9,8 +9,11 @@
 #ifndef SLUICE_PROXY_H
 #define SLUICE_PROXY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "dns.h"
 
 struct tls;
 struct bpfl;
@@ -28,6 +31,8 @@ struct proxy_cfg {
 	unsigned pool_idle_max;         /* idle upstream conns per worker */
 	unsigned pool_idle_timeout_ms;
 	unsigned max_conns;             /* open client connections, all sandboxes */
+	bool dns_enabled;               /* serve DNS listeners (resolver in dns) */
+	struct dns_cfg dns;
 };
 
 void proxy_cfg_defaults(struct proxy_cfg *cfg);
@@ -49,8 +54,13 @@ void proxy_sandbox_remove(struct proxy *p, const char *id);
 /* Audit log for request and connection records (NULL: none). Before start. */
 void proxy_set_audit(struct proxy *p, struct audit *a);
 
-/* Hand a listening fd to every worker (the proxy owns it from now on). */
-int proxy_listener_add(struct proxy *p, int fd, const char *owner_id);
+/* Hand a listening fd to every worker (the proxy owns it from now on).
+ * kind: PROXY_L_HTTP (the interception listener), PROXY_L_DNS_UDP,
+ * PROXY_L_DNS_TCP (the sandbox's DNS, served by the workers' dns). */
+#define PROXY_L_HTTP 1
+#define PROXY_L_DNS_UDP 2
+#define PROXY_L_DNS_TCP 3
+int proxy_listener_add(struct proxy *p, int fd, int kind, const char *owner_id);
 /* Remove and close every listener added for owner_id; returns when no worker
  * can still accept on them. */
 void proxy_listener_remove(struct proxy *p, const char *owner_id);

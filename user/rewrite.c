@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "denyset.h"
 #include "policy.h"
 #include "rewrite.h"
 #include "swap.h"
@@ -21,6 +22,7 @@ struct rw_gen {
 	struct swap_set *redact;        /* every available value -> its placeholder */
 	size_t req_ratio, resp_ratio;
 	bool redacts;
+	struct denyset *deny;
 };
 
 static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -114,11 +116,20 @@ void rw_gen_unref(struct rw_gen *g)
 	free(g->one);
 	swap_set_free(g->detect);
 	swap_set_free(g->redact);
+	ds_free(g->deny);
 	pol_unref(g->pol);
 	free(g);
 }
 
 struct pol *rw_gen_pol(const struct rw_gen *g) { return g->pol; }
+
+void rw_gen_set_deny(struct rw_gen *g, struct denyset *d)
+{
+	ds_free(g->deny);
+	g->deny = d;
+}
+
+const struct denyset *rw_gen_deny(const struct rw_gen *g) { return g->deny; }
 bool rw_gen_redacts(const struct rw_gen *g) { return g->redacts; }
 size_t rw_gen_ratio(const struct rw_gen *g, bool request)
 {

@@ -46,6 +46,12 @@ size_t rw_gen_ratio(const struct rw_gen *g, bool request);
 /* Set for body streams: request=true is built per request (rw_req.body_set);
  * request=false is the shared redaction set. */
 const struct swap_set *rw_gen_redact_set(const struct rw_gen *g);
+/* The sandbox deny set that goes with this generation (owned by it from now
+ * on; freed with it). Checked at every upstream dial (DNS rebinding). */
+struct denyset;
+void rw_gen_set_deny(struct rw_gen *g, struct denyset *d);
+const struct denyset *rw_gen_deny(const struct rw_gen *g);
+
 /* Names of the secrets in mask, comma-free array for audit (max n). */
 unsigned rw_secret_names(const struct rw_gen *g, uint64_t mask, const char **names, unsigned n);
 

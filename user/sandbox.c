@@ -413,6 +413,12 @@ int sb_netns_remove(const char *pin_path)
 int sb_listen_in_netns(const char *netns_path, const struct sockaddr *addr, socklen_t addrlen,
 		       int backlog)
 {
+	return sb_socket_in_netns(netns_path, addr, addrlen, SOCK_STREAM, backlog);
+}
+
+int sb_socket_in_netns(const char *netns_path, const struct sockaddr *addr, socklen_t addrlen,
+		       int type, int backlog)
+{
 	int self_fd = -1, target_fd = -1, fd, ret, one = 1;
 
 	if (netns_path) {
@@ -430,13 +436,13 @@ int sb_listen_in_netns(const char *netns_path, const struct sockaddr *addr, sock
 		}
 	}
 
-	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(addr->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		ret = -errno;
 		goto out_restore;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, addr, addrlen) || listen(fd, backlog)) {
+	    bind(fd, addr, addrlen) || (type == SOCK_STREAM && listen(fd, backlog))) {
 		ret = -errno;
 		close(fd);
 		goto out_restore;

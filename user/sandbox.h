@@ -58,6 +58,10 @@ int sb_netns_remove(const char *pin_path);
 int sb_listen_in_netns(const char *netns_path, const struct sockaddr *addr,
 		       socklen_t addrlen, int backlog);
 
+/* Same for any socket type: SOCK_STREAM listens, SOCK_DGRAM is only bound. */
+int sb_socket_in_netns(const char *netns_path, const struct sockaddr *addr, socklen_t addrlen,
+		       int type, int backlog);
+
 /* Records of attached sandboxes under run_dir/sandboxes/<id> (dir 0700):
  * key=value lines (id, cgroup, netns), written to a temp file and renamed
  * into place, 0600. save: -EINVAL for an invalid id, an empty cgroup or a

@@ -24,6 +24,8 @@
 #include "audit.h"
 #include "bpf_loader.h"
 #include "ctl.h"
+#include "denyset.h"
+#include "nft.h"
 #include "log.h"
 #include "policy.h"
 #include "proxy.h"
@@ -52,7 +54,9 @@ struct daemon {
 	size_t audit_queue;
 	struct audit *audit;
 	char sock_path[PATH_MAX];
-	uint16_t port;
+	uint16_t port, dns_port;
+	const char *dns_resolver;
+	char cgroot[PATH_MAX];
 	unsigned workers;
 	unsigned cert_cache;
 	struct proxy_cfg pcfg;
@@ -81,6 +85,10 @@ static void usage(FILE *f)
 		"                        (default /run/sluice)\n"
 		"  --bpf-pin-dir DIR     bpffs pins of maps and links (default /sys/fs/bpf/sluice)\n"
 		"  --port N              listener port inside each sandbox (default 15001)\n"
+		"  --dns-port N          DNS listener port inside each sandbox (default 15053;\n"
+		"                        0: no DNS, the sandbox's DNS is refused)\n"
+		"  --dns-resolver A[:P]  where sandbox DNS is forwarded (default: the first\n"
+		"                        nameserver of /etc/resolv.conf)\n"
 		"  --workers N           event loop threads (default: number of CPUs)\n"
 		"  --ca-cert FILE        use this CA certificate (PEM) instead of generating one\n"
 		"  --ca-key FILE         its private key (PEM, mode 0600)\n"
@@ -144,11 +152,38 @@ static int open_listeners(struct daemon *d, const char *netns, const char *owner
 			 netns ? netns : "the host netns", strerror(-fd4));
 		return fd4;
 	}
-	r = proxy_listener_add(d->proxy, fd4, owner);
+	r = proxy_listener_add(d->proxy, fd4, PROXY_L_HTTP, owner);
 	if (r < 0) {
 		close(fd4);
 		snprintf(err, errlen, "listener: %s", strerror(-r));
 		return r;
+	}
+	if (d->dns_port) {
+		struct sockaddr_in d4 = a4;
+		struct sockaddr_in6 d6 = a6;
+		int types[2] = { SOCK_DGRAM, SOCK_STREAM };
+
+		d4.sin_port = htons(d->dns_port);
+		d6.sin6_port = htons(d->dns_port);
+		for (int t = 0; t < 2; t++) {
+			int kind = types[t] == SOCK_DGRAM ? PROXY_L_DNS_UDP : PROXY_L_DNS_TCP;
+			int f4 = sb_socket_in_netns(netns, (struct sockaddr *)&d4, sizeof(d4), types[t],
+						    1024);
+			int f6 = sb_socket_in_netns(netns, (struct sockaddr *)&d6, sizeof(d6), types[t],
+						    1024);
+
+			if (f4 < 0) {
+				snprintf(err, errlen, "DNS listener 127.0.0.1:%u in %s: %s", d->dns_port,
+					 netns ? netns : "the host netns", strerror(-f4));
+				if (f6 >= 0)
+					close(f6);
+				return f4;
+			}
+			if (proxy_listener_add(d->proxy, f4, kind, owner) < 0)
+				close(f4);
+			if (f6 >= 0 && proxy_listener_add(d->proxy, f6, kind, owner) < 0)
+				close(f6);
+		}
 	}
 	fd6 = sb_listen_in_netns(netns, (struct sockaddr *)&a6, sizeof(a6), 4096);
 	if (fd6 < 0) {
@@ -157,10 +192,125 @@ static int open_listeners(struct daemon *d, const char *netns, const char *owner
 			 d->port, strerror(-fd6));
 		return 0;
 	}
-	r = proxy_listener_add(d->proxy, fd6, owner);
+	r = proxy_listener_add(d->proxy, fd6, PROXY_L_HTTP, owner);
 	if (r < 0)
 		close(fd6);
 	return 0;
+}
+
+/* The sandbox deny set: built-in entries, the policy's additions and allowed
+ * private ranges, and this host's own addresses. */
+static int build_deny(struct pol *pol, struct rw_gen *gen, char *err, size_t errlen)
+{
+	unsigned na = pol_net_deny_count(pol), nr = pol_net_allow_count(pol);
+	struct ds_cidr *add = calloc(na + 1, sizeof(*add)), *rem = calloc(nr + 1, sizeof(*rem));
+	struct ds_opts o = { .add = add, .nadd = na, .remove = rem, .nremove = nr,
+			     .include_host_addrs = true };
+	struct denyset *ds = NULL;
+	char why[400];
+	int r = -ENOMEM;
+
+	if (!add || !rem)
+		goto out;
+	for (unsigned i = 0; i < na; i++) {
+		const struct pol_cidr *c = pol_net_deny_at(pol, i);
+
+		add[i].family = c->family;
+		memcpy(add[i].addr, c->addr, 16);
+		add[i].prefix = c->prefix;
+		add[i].reason = "policy network.deny";
+	}
+	for (unsigned i = 0; i < nr; i++) {
+		const struct pol_cidr *c = pol_net_allow_at(pol, i);
+
+		rem[i].family = c->family;
+		memcpy(rem[i].addr, c->addr, 16);
+		rem[i].prefix = c->prefix;
+		rem[i].reason = "policy network.allow";
+	}
+	r = ds_build(&o, &ds, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen, "%s: network: %s", pol_source(pol), why);
+		goto out;
+	}
+	rw_gen_set_deny(gen, ds);
+out:
+	free(add);
+	free(rem);
+	return r;
+}
+
+/* The deny set as BPF LPM entries for bpfl_set_deny (caller frees). */
+static struct bpfl_cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
+{
+	unsigned n4 = ds_count(ds, AF_INET), n6 = ds_count(ds, AF_INET6), k = 0;
+	struct bpfl_cidr *v = calloc(n4 + n6 + 1, sizeof(*v));
+
+	if (!v)
+		return NULL;
+	for (int f = 0; f < 2; f++) {
+		int fam = f ? AF_INET6 : AF_INET;
+
+		for (unsigned i = 0; i < ds_count(ds, fam); i++) {
+			const struct ds_cidr *c = ds_at(ds, fam, i);
+
+			v[k].family = c->family;
+			memcpy(v[k].addr, c->addr, 16);
+			v[k].prefix = c->prefix;
+			k++;
+		}
+	}
+	*ret_n = k;
+	return v;
+}
+
+static void nft_cfg_for(struct daemon *d, const struct sandbox_info *si, const struct rw_gen *gen,
+			struct nft_sandbox_cfg *c)
+{
+	unsigned level = 0;
+	const char *rel = si->cgroup + strlen(d->cgroot);
+
+	memset(c, 0, sizeof(*c));
+	c->netns_path = si->netns[0] ? si->netns : NULL;
+	c->cgroup_id = si->cgroup_id;
+	for (const char *q = rel; *q; q++)
+		level += *q == '/' && q[1] && q[1] != '/';
+	c->cgroup_level = level ? level : 1;
+	c->sandbox_id = si->id;
+	c->tcp_ports[c->ntcp++] = d->port;
+	if (d->dns_port) {
+		c->tcp_ports[c->ntcp++] = d->dns_port;
+		c->udp_ports[c->nudp++] = d->dns_port;
+	}
+	c->deny = gen ? rw_gen_deny(gen) : NULL;
+}
+
+/* Kernel enforcement of the deny set: BPF tries and nftables, in that
+ * order (BPF refuses with an errno before any packet exists). */
+static int enforce_deny(struct daemon *d, struct sandbox_info *si, const struct rw_gen *gen,
+			bool update, char *err, size_t errlen)
+{
+	struct nft_sandbox_cfg nc;
+	struct bpfl_cidr *v;
+	unsigned n = 0;
+	int r;
+
+	v = deny_entries(rw_gen_deny(gen), &n);
+	if (!v) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	r = bpfl_set_deny(d->bpfl, si->cgroup_id, v, n);
+	free(v);
+	if (r < 0) {
+		snprintf(err, errlen, "BPF deny set: %s", strerror(-r));
+		return r;
+	}
+	nft_cfg_for(d, si, gen, &nc);
+	r = update ? nft_sandbox_update_deny(&nc, err, errlen) : nft_sandbox_apply(&nc, err, errlen);
+	if (r == -ENOENT && update)
+		r = nft_sandbox_apply(&nc, err, errlen);
+	return r;
 }
 
 /* Compile the policy at path (NULL/"": the default) into a generation. */
@@ -196,10 +346,18 @@ static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen,
 		}
 	}
 	r = rw_gen_new(pol, ret_gen);
-	pol_unref(pol);
-	if (r < 0)
+	if (r < 0) {
+		pol_unref(pol);
 		snprintf(err, errlen, "%s: %s", path ? path : "builtin",
 			 r == -E2BIG ? "more than 64 secrets" : strerror(-r));
+		return r;
+	}
+	r = build_deny(pol, *ret_gen, err, errlen);
+	pol_unref(pol);
+	if (r < 0) {
+		rw_gen_unref(*ret_gen);
+		*ret_gen = NULL;
+	}
 	return r;
 }
 
@@ -287,11 +445,16 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 			goto out_unregister;
 		d->host_listening = true;
 	}
+	/* Deny set first: from the moment the programs are attached, denied
+	 * destinations are refused (the tries are keyed by cgroup id). */
+	r = enforce_deny(d, si, gen, false, err, errlen);
+	if (r < 0)
+		goto out_deny;
 	r = bpfl_attach_cgroup(d->bpfl, id, cgroup);
 	if (r < 0) {
 		snprintf(err, errlen, "attach BPF programs to %s: %s", cgroup,
 			 r == -ELOOP ? "it contains sluiced itself" : strerror(-r));
-		goto out_listeners;
+		goto out_deny;
 	}
 	if (persist) {
 		memset(&rec, 0, sizeof(rec));
@@ -311,7 +474,15 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 	rw_gen_unref(gen);
 	return 0;
 
-out_listeners:
+out_deny:
+	bpfl_clear_deny(d->bpfl, cgid);
+	{
+		struct nft_sandbox_cfg nc;
+		char e2[200];
+
+		nft_cfg_for(d, si, gen, &nc);
+		nft_sandbox_remove(&nc, e2, sizeof(e2));
+	}
 	if (netns)
 		proxy_listener_remove(d->proxy, id);
 out_unregister:
@@ -335,6 +506,13 @@ static int reload_one(struct daemon *d, struct sandbox_info *si, char *out, size
 			  err);
 		snprintf(out, outlen, "%s", err);
 		return r;
+	}
+	if (enforce_deny(d, si, gen, true, err, sizeof(err)) < 0) {
+		log_error("sandbox=%s: reload refused, the previous policy keeps serving: %s", si->id,
+			  err);
+		snprintf(out, outlen, "%s", err);
+		rw_gen_unref(gen);
+		return -EIO;
 	}
 	proxy_sandbox_set_gen(d->proxy, si->id, gen);
 	snprintf(si->policy_hash, sizeof(si->policy_hash), "%s", pol_hash(rw_gen_pol(gen)));
@@ -395,6 +573,15 @@ static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
 	r = bpfl_detach_cgroup(d->bpfl, id);
 	if (r < 0)
 		log_warn("sandbox=%s: detach BPF links: %s", id, strerror(-r));
+	bpfl_clear_deny(d->bpfl, si->cgroup_id);
+	{
+		struct nft_sandbox_cfg nc;
+		char e2[300];
+
+		nft_cfg_for(d, si, NULL, &nc);
+		if (nft_sandbox_remove(&nc, e2, sizeof(e2)) < 0)
+			log_warn("sandbox=%s: nftables: %s", id, e2);
+	}
 	if (si->netns[0])
 		proxy_listener_remove(d->proxy, id);
 	proxy_sandbox_remove(d->proxy, id);
@@ -488,6 +675,69 @@ static int restore_one(const struct sb_record *r, void *opaque)
 	return 0;
 }
 
+/* --dns-resolver ADDR[:PORT] or [V6]:PORT, else the first nameserver of
+ * /etc/resolv.conf. */
+static int dns_resolver_cfg(const char *spec, struct dns_cfg *c, char *err, size_t errlen)
+{
+	char buf[256] = "", host[INET6_ADDRSTRLEN + 1];
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&c->resolver;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&c->resolver;
+	unsigned long port = 53;
+	char *colon, *end;
+
+	dns_cfg_defaults(c);
+	if (spec) {
+		snprintf(buf, sizeof(buf), "%s", spec);
+	} else {
+		FILE *f = fopen("/etc/resolv.conf", "re");
+		char line[512];
+
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, " nameserver %255s", buf) == 1)
+				break;
+		if (f)
+			fclose(f);
+		if (!buf[0]) {
+			snprintf(err, errlen, "no nameserver in /etc/resolv.conf; give --dns-resolver");
+			return -ENOENT;
+		}
+	}
+	if (buf[0] == '[') {
+		end = strchr(buf, ']');
+		if (!end)
+			goto bad;
+		*end = 0;
+		snprintf(host, sizeof(host), "%s", buf + 1);
+		if (end[1] == ':')
+			port = strtoul(end + 2, NULL, 10);
+	} else if ((colon = strchr(buf, ':')) && colon == strrchr(buf, ':')) {
+		*colon = 0;
+		snprintf(host, sizeof(host), "%s", buf);
+		port = strtoul(colon + 1, NULL, 10);
+	} else {
+		snprintf(host, sizeof(host), "%s", buf);
+	}
+	if (port == 0 || port > 65535)
+		goto bad;
+	memset(&c->resolver, 0, sizeof(c->resolver));
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		c->resolver_len = sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		c->resolver_len = sizeof(*s6);
+		return 0;
+	}
+bad:
+	snprintf(err, errlen, "bad resolver address '%s' (want IP[:PORT] or [IPv6]:PORT)",
+		 spec ? spec : buf);
+	return -EINVAL;
+}
+
 static int mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[PATH_MAX];
@@ -515,6 +765,8 @@ int main(int argc, char **argv)
 		{ "run-dir", required_argument, NULL, 'R' },
 		{ "bpf-pin-dir", required_argument, NULL, 'B' },
 		{ "port", required_argument, NULL, 'p' },
+		{ "dns-port", required_argument, NULL, 'D' },
+		{ "dns-resolver", required_argument, NULL, 'r' },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "ca-cert", required_argument, NULL, 'c' },
 		{ "ca-key", required_argument, NULL, 'k' },
@@ -545,6 +797,7 @@ int main(int argc, char **argv)
 	d->run_dir = "/run/sluice";
 	d->pin_dir = "/sys/fs/bpf/sluice";
 	d->port = 15001;
+	d->dns_port = 15053;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	d->workers = ncpu > 0 ? (unsigned)ncpu : 1;
 	d->cert_cache = 1024;
@@ -558,6 +811,8 @@ int main(int argc, char **argv)
 		case 'R': d->run_dir = optarg; break;
 		case 'B': d->pin_dir = optarg; break;
 		case 'p': d->port = (uint16_t)parse_num("--port", optarg, 1, 65535); break;
+		case 'D': d->dns_port = (uint16_t)parse_num("--dns-port", optarg, 0, 65535); break;
+		case 'r': d->dns_resolver = optarg; break;
 		case 'w': d->workers = (unsigned)parse_num("--workers", optarg, 1, 256); break;
 		case 'c': d->ca_cert = optarg; break;
 		case 'k': d->ca_key = optarg; break;
@@ -612,10 +867,15 @@ int main(int argc, char **argv)
 	}
 
 	/* Our own cgroup: never a sandbox's, so our dials are never redirected. */
+	if (d->dns_port && d->dns_port == d->port) {
+		fprintf(stderr, "sluiced: --dns-port must differ from --port\n");
+		return 2;
+	}
 	if (sb_cgroup2_root(cgroot, sizeof(cgroot)) < 0) {
 		fprintf(stderr, "sluiced: no cgroup v2 mount found in /proc/mounts\n");
 		return 1;
 	}
+	snprintf(d->cgroot, sizeof(d->cgroot), "%s", cgroot);
 	if (!d->self_cgroup) {
 		snprintf(selfcg, sizeof(selfcg), "%s/sluiced", cgroot);
 		d->self_cgroup = selfcg;
@@ -682,8 +942,18 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+	if (d->dns_port) {
+		r = dns_resolver_cfg(d->dns_resolver, &d->pcfg.dns, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "sluiced: DNS: %s (or --dns-port 0 to refuse sandbox DNS)\n",
+				err);
+			return 1;
+		}
+		d->pcfg.dns_enabled = true;
+	}
 	bopts.pin_dir = d->pin_dir;
 	bopts.listen_port = d->port;
+	bopts.dns_port = d->dns_port;
 	inet_pton(AF_INET, "127.0.0.1", &bopts.listen_addr4);
 	bopts.listen_addr6 = in6addr_loopback;
 	r = bpfl_open(&bopts, &d->bpfl);

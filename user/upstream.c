@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "denyset.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -157,6 +158,11 @@ bool up_addr_allowed(const struct sockaddr_storage *ss)
 	return false;
 }
 
+bool up_dial_allowed(const struct sockaddr_storage *ss, const struct denyset *deny)
+{
+	return up_addr_allowed(ss) && !(deny && ds_contains(deny, (const struct sockaddr *)ss));
+}
+
 static void fail(struct upconn *u, int status, const char *code, const char *fmt, const char *arg)
 {
 	u->state = UP_FAILED;
@@ -213,14 +219,14 @@ static void start_connect(struct upconn *u)
 	bool any_allowed = false;
 
 	for (int i = 0; i < u->res.n; i++)
-		any_allowed |= up_addr_allowed(&u->res.addr[i]);
+		any_allowed |= up_dial_allowed(&u->res.addr[i], u->deny);
 	for (; u->ai < u->res.n; u->ai++) {
 		struct sockaddr_storage *ss = &u->res.addr[u->ai];
 		socklen_t sl = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
 							: sizeof(struct sockaddr_in6);
 		int fd, one = 1;
 
-		if (!up_addr_allowed(ss))
+		if (!up_dial_allowed(ss, u->deny))
 			continue;
 		fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
@@ -246,8 +252,8 @@ static void start_connect(struct upconn *u)
 	}
 	if (!any_allowed) {
 		fail(u, 403, "upstream_address_denied",
-		     "%s resolves only to addresses sluice never dials (loopback, link-local, "
-		     "metadata, multicast)", u->host);
+		     "%s resolves only to denied addresses (metadata, loopback, private or "
+		     "policy-denied ranges)", u->host);
 		return;
 	}
 	fail(u, 502, "upstream_connect_failed", "%s", strerror(last_err ? last_err : ECONNREFUSED));
@@ -271,7 +277,8 @@ static void resolved(void *arg)
 }
 
 struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, uint16_t port,
-			  bool tls, void (*notify)(void *owner), void *owner)
+			  bool tls, const struct denyset *deny, void (*notify)(void *owner),
+			  void *owner)
 {
 	struct upconn *u;
 	int r;
@@ -296,6 +303,7 @@ struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, 
 	snprintf(u->host, sizeof(u->host), "%s", host);
 	u->port = port;
 	u->tls = tls;
+	u->deny = deny;
 	u->notify = notify;
 	u->owner = owner;
 	u->state = UP_RESOLVING;

@@ -42,6 +42,7 @@ struct upconn {
 	bool reused;            /* came out of the pool */
 	bool orphan;            /* owner left while resolving: free on answer */
 	struct resolve_result res;
+	const struct denyset *deny;     /* the sandbox's; pinned by the owner */
 	int ai;                 /* address being tried */
 	int last_err;           /* errno of the last failed attempt */
 	char addr_text[64];     /* address connected to, for logs */
@@ -68,8 +69,10 @@ void up_pool_tick(struct up_pool *p);
  * (state UP_READY, reused=true) or a new one being set up. notify(owner) runs
  * on every event while owned. Returns NULL only on allocation failure.
  */
+struct denyset;
 struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, uint16_t port,
-			  bool tls, void (*notify)(void *owner), void *owner);
+			  bool tls, const struct denyset *deny, void (*notify)(void *owner),
+			  void *owner);
 
 /* Drive connect/handshake forward; call from the owner's notify. */
 void up_progress(struct upconn *u);
@@ -86,6 +89,10 @@ bool up_idle_alive(struct upconn *u);
 
 /* Process-wide counters: new upstream connections, and pool hits. */
 void up_stats(unsigned long *ret_dials, unsigned long *ret_reuses);
+
+/* true when the address may be dialled: outside the sandbox's deny set
+ * (deny may be NULL) and up_addr_allowed(). */
+bool up_dial_allowed(const struct sockaddr_storage *ss, const struct denyset *deny);
 
 /* true when the address may be dialled: never loopback, unspecified,
  * link-local (cloud metadata), multicast or broadcast, in any v4/v6 form. */

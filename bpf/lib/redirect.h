@@ -5,16 +5,19 @@
  * datagram) to sluice's listener instead:
  *
  *   socket  destination                      result
+ *   TCP     port 53 (any address)            DNS listener (TCP), recorded
  *   TCP     in the sandbox's deny set        EACCES
- *   TCP     port 53                          DNS listener (TCP), recorded
  *   TCP     anything else                    proxy listener, recorded
- *   UDP     in the sandbox's deny set        EACCES
  *   UDP     the DNS listener itself          unchanged (explicit use, nested sandboxes)
- *   UDP     port 53                          DNS listener (UDP), recorded for recvmsg
+ *   UDP     port 53 (any address)            DNS listener (UDP), recorded for recvmsg
+ *   UDP     in the sandbox's deny set        EACCES
  *   UDP     anything else (QUIC, NTP, ...)   EACCES (QUIC clients fall back to TCP)
  *   other   (SCTP, MPTCP, ping, UDP-Lite)    EPERM (also refused at socket())
  *
- * The deny set is checked before anything else except the listener itself:
+ * DNS comes first: sluiced answers it and never contacts the address the
+ * sandbox asked for, so a resolver in a denied range (a VPC resolver in
+ * 10.0.0.0/8, AWS's 169.254.169.253) must not make name lookups fail.
+ * Otherwise the deny set is checked before anything else except the listener:
  * in nested sandboxes an outer cgroup's program sees the listener address
  * the inner one wrote, which must not be refused by a deny entry covering
  * loopback. No configured listener (or DNS listener for DNS): EPERM, closed.
@@ -199,10 +202,8 @@ static __always_inline int sl_steer_udp(struct bpf_sock_addr *ctx, const struct 
 
 	if (cfg->dns_port && d->port == cfg->dns_port && sl_dst_is_listener(cfg, d))
 		return 0;
-	if (sl_dst_denied(cg, d))
-		return -EACCES;
 	if (d->port != SL_DNS_PORT)
-		return -EACCES;
+		return -EACCES; /* denied or not: all non-DNS UDP is refused */
 	if (!cfg->dns_port)
 		return -EPERM; /* no DNS listener configured: fail closed */
 	sl_orig_make(&o, d, cg, 0);
@@ -225,7 +226,7 @@ static __always_inline int sl_steer_tcp(struct bpf_sock_addr *ctx, const struct 
 	at = sl_dst_is_listener(cfg, d);
 	to_proxy = at && d->port == cfg->listen_port;
 	to_dns = at && cfg->dns_port && d->port == cfg->dns_port;
-	if (!to_proxy && !to_dns && sl_dst_denied(cg, d))
+	if (!to_proxy && !to_dns && d->port != SL_DNS_PORT && sl_dst_denied(cg, d))
 		return -EACCES;
 	port = cfg->listen_port;
 	if (to_dns || d->port == SL_DNS_PORT) {

@@ -137,7 +137,7 @@ topo_init() {
 	SLT_SLUICED_LOG=$SLT_TMP/sluiced.log
 	SLT_PIDS=$SLT_TMP/pids
 	# Names the upstream certificate covers and sluiced resolves to the upstream.
-	SLT_NAMES="upstream.test other.upstream.test api.example.test"
+	SLT_NAMES="upstream.test other.upstream.test api.example.test other.example.test"
 	mkdir -p "$SLT_TMP/pki" "$SLT_PIDS" "$SLT_RUN" "$SLT_STATE" "$SLT_BPFFS" "$SLT_TMP/work"
 	topo_save_env
 }
@@ -342,7 +342,7 @@ sluiced_start() {
 	setsid nsenter --net="$SLT_GW_NSPATH" "$SLT_SLUICED" \
 		--state-dir "$SLT_STATE" --run-dir "$SLT_RUN" --bpf-pin-dir "$SLT_BPF" \
 		--port "$SLT_PORT" --upstream-ca "$SLT_CA" --hosts "$SLT_SLUICED_HOSTS" \
-		--cgroup "$SLT_CG_SLUICED" --audit-log "$SLT_TMP/audit.jsonl" ${SLUICED_ARGS:-} "$@" \
+		--cgroup "$SLT_CG_SLUICED" --audit-log "$SLT_TMP/audit.jsonl" --dns-resolver "$SLT_UP4:53" ${SLUICED_ARGS:-} "$@" \
 		>>"$SLT_SLUICED_LOG" 2>&1 </dev/null &
 	pid=$!
 	disown "$pid" 2>/dev/null # tests SIGKILL it: no job notice

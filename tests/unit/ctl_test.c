@@ -35,10 +35,11 @@ struct fake {
 };
 
 static int fake_attach(void *opaque, const char *id, const char *cgroup, const char *netns,
-		       char *err, size_t errlen)
+		       const char *policy, char *err, size_t errlen)
 {
 	struct fake *f = opaque;
 
+	(void)policy;
 	pthread_mutex_lock(&f->lock);
 	f->attaches++;
 	snprintf(f->id, sizeof(f->id), "%s", id);
@@ -181,9 +182,11 @@ Test(ctl, bad_requests, .init = setup, .fini = teardown)
 		{ "", "unknown command" },
 		{ "ping", "unknown command" },
 		{ "PING\textra", "usage: PING" },
-		{ "ATTACH\tbox\t/cg", "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-" },
-		{ "ATTACH\tbox\t/cg\t-\textra", "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-" },
-		{ "ATTACH\tbox\t\t-", "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-" },
+		{ "ATTACH\tbox\t/cg", "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-[<tab>policy|-]" },
+		{ "ATTACH\tbox\t/cg\t-\t/p\textra",
+		  "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-[<tab>policy|-]" },
+		{ "ATTACH\tbox\t/cg\t-\t", "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-[<tab>policy|-]" },
+		{ "ATTACH\tbox\t\t-", "usage: ATTACH<tab>id<tab>cgroup<tab>netns|-[<tab>policy|-]" },
 		{ "ATTACH\t../x\t/cg\t-", "invalid sandbox id" },
 		{ "ATTACH\t\t/cg\t-", "invalid sandbox id" },
 		{ "DETACH", "usage: DETACH<tab>id" },
