@@ -19,7 +19,7 @@ CLANG     ?= clang
 BPFTOOL   ?= bpftool
 ARCH      := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 
-PKGS      := libbpf openssl yaml-0.1 libnftnl libmnl libidn2
+PKGS      := libbpf openssl yaml-0.1 libnftnl libmnl libidn2 jansson libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

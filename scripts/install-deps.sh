@@ -3,7 +3,7 @@
 # demo need. Idempotent; does nothing (fast) when all are present.
 set -eu
 PKGS="make gcc clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
-libssl-dev openssl libyaml-dev libidn2-dev libnftnl-dev libmnl-dev node-llhttp
+libssl-dev openssl libyaml-dev libidn2-dev libjansson-dev libnftnl-dev libmnl-dev node-llhttp
 libnghttp2-dev libcurl4-openssl-dev libcriterion-dev libclang-rt-14-dev
 iproute2 procps psmisc jq curl python3 nodejs nginx-light wrk ca-certificates"
 
