@@ -38,11 +38,15 @@ for src in "${targets[@]}"; do
 	name=$(basename "$src" .c)          # http1_fuzz
 	corpus_name=${name%_fuzz}           # http1
 	bin=$OUT/$name
+	# A target names what else it needs in its own header:
+	#   // fuzz-sources: user/policy.c        // fuzz-libs: -lyaml -lidn2 -lcrypto
+	read -r -a more_srcs <<<"$(sed -n 's|^// fuzz-sources: ||p' "$src" | tr '\n' ' ')"
+	read -r -a more_libs <<<"$(sed -n 's|^// fuzz-libs: ||p' "$src" | tr '\n' ' ')"
 	cmd=("$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 	     -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter
 	     -Iuser -Iinclude -I"$LLHTTP_INC_DIR" ${FUZZ_CFLAGS:-}
-	     "$src" user/http1.c "$LLHTTP_SRC_DIR"/llhttp.c "$LLHTTP_SRC_DIR"/api.c
-	     "$LLHTTP_SRC_DIR"/http.c -o "$bin")
+	     "$src" user/http1.c "${more_srcs[@]}" "$LLHTTP_SRC_DIR"/llhttp.c "$LLHTTP_SRC_DIR"/api.c
+	     "$LLHTTP_SRC_DIR"/http.c "${more_libs[@]}" -o "$bin")
 	[ "${V:-0}" = 1 ] && echo "${cmd[*]}"
 	printf '  %-8s %s\n' FUZZCC "$bin"
 	if ! "${cmd[@]}"; then

@@ -22,7 +22,7 @@
 #define POL_FILE_MAX (1024 * 1024)      /* bytes of YAML */
 #define POL_DEPTH_MAX 16                /* nested sequences/mappings */
 #define POL_RULES_MAX 10000             /* allow rules; passthrough rules likewise */
-#define POL_SECRETS_MAX 1000
+#define POL_SECRETS_MAX 64     /* the proxy tracks secrets in 64-bit masks */
 #define POL_CIDRS_MAX 1000              /* per list (network.deny, network.allow) */
 #define POL_SECRET_VALUE_MAX 65536      /* bytes of a real secret value */
 #define POL_HOST_MAX 253

@@ -942,7 +942,8 @@ static void sess_request_head(struct sess *s)
 		s->up->reused = true;
 	else
 		s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls,
-				   rw_gen_deny(s->gen), upstream_notify, s);
+				   rw_gen_deny(s->gen), rw_gen_upstream_tls(s->gen), upstream_notify,
+				   s);
 	if (!s->up)
 		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
 	log_debug("sandbox=%s %s %s://%s:%u%.*s", s->sb_id, method, s->up_tls ? "https" : "http",
@@ -1080,7 +1081,7 @@ static bool up_retry(struct sess *s)
 	buf_append(&s->uout, s->retry_head, s->retry_head_len);
 	/* bypass the pool: key gets a unique suffix for this one acquire */
 	s->up = up_acquire(s->w->pool, "", s->up_name, s->up_port, s->up_tls, rw_gen_deny(s->gen),
-			   upstream_notify, s);
+			   rw_gen_upstream_tls(s->gen), upstream_notify, s);
 	if (!s->up)
 		return false;
 	snprintf(s->up->key, sizeof(s->up->key), "%s", s->key);

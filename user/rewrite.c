@@ -23,6 +23,8 @@ struct rw_gen {
 	size_t req_ratio, resp_ratio;
 	bool redacts;
 	struct denyset *deny;
+	void *up_tls;
+	void (*up_tls_free)(void *);
 };
 
 static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -117,6 +119,8 @@ void rw_gen_unref(struct rw_gen *g)
 	swap_set_free(g->detect);
 	swap_set_free(g->redact);
 	ds_free(g->deny);
+	if (g->up_tls_free)
+		g->up_tls_free(g->up_tls);
 	pol_unref(g->pol);
 	free(g);
 }
@@ -130,6 +134,16 @@ void rw_gen_set_deny(struct rw_gen *g, struct denyset *d)
 }
 
 const struct denyset *rw_gen_deny(const struct rw_gen *g) { return g->deny; }
+
+void rw_gen_set_upstream_tls(struct rw_gen *g, void *tc, void (*free_fn)(void *))
+{
+	if (g->up_tls_free)
+		g->up_tls_free(g->up_tls);
+	g->up_tls = tc;
+	g->up_tls_free = free_fn;
+}
+
+void *rw_gen_upstream_tls(const struct rw_gen *g) { return g->up_tls; }
 bool rw_gen_redacts(const struct rw_gen *g) { return g->redacts; }
 size_t rw_gen_ratio(const struct rw_gen *g, bool request)
 {

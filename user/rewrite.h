@@ -52,6 +52,11 @@ struct denyset;
 void rw_gen_set_deny(struct rw_gen *g, struct denyset *d);
 const struct denyset *rw_gen_deny(const struct rw_gen *g);
 
+/* The policy's upstream trust store (opaque; freed with the generation by
+ * free_fn). NULL: the daemon's default. */
+void rw_gen_set_upstream_tls(struct rw_gen *g, void *tc, void (*free_fn)(void *));
+void *rw_gen_upstream_tls(const struct rw_gen *g);
+
 /* Names of the secrets in mask, comma-free array for audit (max n). */
 unsigned rw_secret_names(const struct rw_gen *g, uint64_t mask, const char **names, unsigned n);
 

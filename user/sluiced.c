@@ -353,6 +353,13 @@ static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen,
 		return r;
 	}
 	r = build_deny(pol, *ret_gen, err, errlen);
+	if (r == 0 && pol_upstream_ca(pol)) {
+		struct tls_client *tc;
+
+		r = tls_client_ctx_new(d->tls, pol_upstream_ca(pol), &tc, err, errlen);
+		if (r == 0)
+			rw_gen_set_upstream_tls(*ret_gen, tc, tls_client_ctx_free);
+	}
 	pol_unref(pol);
 	if (r < 0) {
 		rw_gen_unref(*ret_gen);

@@ -1099,14 +1099,17 @@ static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 	return 0;
 }
 
-static int tls_client_ctx(struct tls *t, const char *upstream_ca, char *err, size_t errlen)
+/* A client SSL_CTX trusting upstream_ca (NULL: the system store). With
+ * resume=false it keeps no sessions at all. */
+static int tls_client_ctx_build(SSL_CTX **ret_ctx, const char *upstream_ca, bool resume, char *err,
+				size_t errlen)
 {
 	static const unsigned char alpn[] = "\x08" TLS_ALPN_H1;
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
 	if (!ctx)
 		return tls_fail_ssl(err, errlen, -ENOMEM, "client SSL_CTX");
-	t->client_ctx = ctx;
+	*ret_ctx = ctx;
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 				      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -1123,10 +1126,53 @@ static int tls_client_ctx(struct tls *t, const char *upstream_ca, char *err, siz
 	} else if (!SSL_CTX_set_default_verify_paths(ctx)) {
 		return tls_fail_ssl(err, errlen, -EINVAL, "system trust store");
 	}
+	if (!resume) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		return 0;
+	}
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
 						    SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
 	return 0;
+}
+
+static int tls_client_ctx(struct tls *t, const char *upstream_ca, char *err, size_t errlen)
+{
+	return tls_client_ctx_build(&t->client_ctx, upstream_ca, true, err, errlen);
+}
+
+struct tls_client {
+	SSL_CTX *ctx;
+};
+
+int tls_client_ctx_new(struct tls *t, const char *ca_file, struct tls_client **ret, char *err,
+		       size_t errlen)
+{
+	struct tls_client *c = calloc(1, sizeof(*c));
+	int r;
+
+	(void)t;
+	if (!c)
+		return tls_fail(err, errlen, -ENOMEM, "out of memory");
+	r = tls_client_ctx_build(&c->ctx, ca_file, false, err, errlen);
+	if (r < 0) {
+		SSL_CTX_free(c->ctx);
+		free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+void tls_client_ctx_free(void *p)
+{
+	struct tls_client *c = p;
+
+	if (!c)
+		return;
+	SSL_CTX_free(c->ctx);
+	free(c);
 }
 
 /* --- exported --- */
@@ -1271,6 +1317,11 @@ const char *tls_server_name(SSL *ssl)
 
 SSL *tls_client_new(struct tls *t, const char *host)
 {
+	return tls_client_new_in(t, NULL, host);
+}
+
+SSL *tls_client_new_in(struct tls *t, const struct tls_client *tc, const char *host)
+{
 	char name[TLS_NAME_MAX + 1];
 	SSL_SESSION *sess, *cached;
 	struct tls_conn *c;
@@ -1282,7 +1333,7 @@ SSL *tls_client_new(struct tls *t, const char *host)
 		errno = EINVAL;
 		return NULL;
 	}
-	ssl = tls_ssl_new(t, t->client_ctx, &c);
+	ssl = tls_ssl_new(t, tc ? tc->ctx : t->client_ctx, &c);
 	if (!ssl)
 		return NULL;
 	memcpy(c->name, name, sizeof(name));
@@ -1294,6 +1345,12 @@ SSL *tls_client_new(struct tls *t, const char *host)
 		goto out_free;
 	}
 
+	/* A policy's own trust store never resumes from the shared cache: a
+	 * resumed session skips verification against that store. */
+	if (tc) {
+		SSL_set_connect_state(ssl);
+		return ssl;
+	}
 	/* Each connection resumes from its own copy: OpenSSL may mark the
 	 * session it was given (unclean close), and cached copies stay pristine. */
 	pthread_mutex_lock(&t->sess_lock);

@@ -85,6 +85,15 @@ const char *tls_server_name(SSL *ssl);
  */
 SSL *tls_client_new(struct tls *t, const char *host);
 
+/* A client context with its own trust store (a policy's upstream_ca):
+ * certificates verified against ca_file only, no session resumption. */
+struct tls_client;
+int tls_client_ctx_new(struct tls *t, const char *ca_file, struct tls_client **ret, char *err,
+		       size_t errlen);
+void tls_client_ctx_free(void *tc);   /* void * so owners can keep it opaquely */
+/* tls_client_new() with tc's trust store (tc NULL: the default context). */
+SSL *tls_client_new_in(struct tls *t, const struct tls_client *tc, const char *host);
+
 /* Counters for metrics/bench: leaf cache hits and misses (one lookup per
  * ClientHello processed — two after a HelloRetryRequest; hits + misses ==
  * lookups). Either pointer may be NULL. */

@@ -277,8 +277,8 @@ static void resolved(void *arg)
 }
 
 struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, uint16_t port,
-			  bool tls, const struct denyset *deny, void (*notify)(void *owner),
-			  void *owner)
+			  bool tls, const struct denyset *deny, const struct tls_client *tc,
+			  void (*notify)(void *owner), void *owner)
 {
 	struct upconn *u;
 	int r;
@@ -304,6 +304,7 @@ struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, 
 	u->port = port;
 	u->tls = tls;
 	u->deny = deny;
+	u->tc = tc;
 	u->notify = notify;
 	u->owner = owner;
 	u->state = UP_RESOLVING;
@@ -356,7 +357,7 @@ void up_progress(struct upconn *u)
 			u->state = UP_READY;
 			return;
 		}
-		SSL *ssl = tls_client_new(u->pool->tls, u->host);
+		SSL *ssl = tls_client_new_in(u->pool->tls, u->tc, u->host);
 
 		if (!ssl) {
 			fail(u, 502, "upstream_tls_failed", "cannot set up TLS for %s", u->host);

@@ -43,6 +43,7 @@ struct upconn {
 	bool orphan;            /* owner left while resolving: free on answer */
 	struct resolve_result res;
 	const struct denyset *deny;     /* the sandbox's; pinned by the owner */
+	const struct tls_client *tc;
 	int ai;                 /* address being tried */
 	int last_err;           /* errno of the last failed attempt */
 	char addr_text[64];     /* address connected to, for logs */
@@ -70,9 +71,12 @@ void up_pool_tick(struct up_pool *p);
  * on every event while owned. Returns NULL only on allocation failure.
  */
 struct denyset;
+struct tls_client;
+/* deny: the sandbox's deny set; tc: the policy's trust store (NULL: default).
+ * Both are pinned by the owner for the connection's life. */
 struct upconn *up_acquire(struct up_pool *p, const char *key, const char *host, uint16_t port,
-			  bool tls, const struct denyset *deny, void (*notify)(void *owner),
-			  void *owner);
+			  bool tls, const struct denyset *deny, const struct tls_client *tc,
+			  void (*notify)(void *owner), void *owner);
 
 /* Drive connect/handshake forward; call from the owner's notify. */
 void up_progress(struct upconn *u);

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+// fuzz-sources: user/policy.c
+// fuzz-libs: -lyaml -lidn2 -lcrypto
 /*
  * libFuzzer target for user/policy.c: pol_load_buffer() on arbitrary bytes
  * must never crash, hang or leak, and must either fail with a diagnostic

@@ -512,13 +512,13 @@ Test(policy, count_limits)
 	for (int i = 0; i <= POL_CIDRS_MAX; i++)
 		n += (size_t)snprintf(buf + n, cap - n, " - 10.%d.%d.0/24\n", i / 256, i % 256);
 	load_err_len(buf, n, -EINVAL, 4 + POL_CIDRS_MAX, 4, "more than 1000 items");
-	/* 1001 secrets */
+	/* 65 secrets */
 	n = (size_t)snprintf(buf, cap, "version: 1\nsecrets:\n");
 	for (int i = 0; i <= POL_SECRETS_MAX; i++)
 		n += (size_t)snprintf(buf + n, cap - n,
 				      "- {name: s%d, placeholder: PH_%05d_X, source: env:NOPE_%d, "
 				      "hosts: [a.test], in: {any_header: true}}\n", i, i, i);
-	load_err_len(buf, n, -EINVAL, 3 + POL_SECRETS_MAX, 3, "more than 1000 items");
+	load_err_len(buf, n, -EINVAL, 3 + POL_SECRETS_MAX, 3, "more than 64 items");
 	free(buf);
 }
 

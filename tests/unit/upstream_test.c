@@ -299,7 +299,7 @@ static const char HOSTS[] = "198.18.77.1 up.test\n"
 static struct upconn *acquire(struct world *w, struct upconn **slot, const char *key,
 			      const char *host, uint16_t port)
 {
-	*slot = up_acquire(w->pool, key, host, port, false, NULL, notify, slot);
+	*slot = up_acquire(w->pool, key, host, port, false, NULL, NULL, notify, slot);
 	cr_assert_not_null(*slot);
 	return *slot;
 }
