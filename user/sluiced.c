@@ -339,6 +339,9 @@ static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen,
 				snprintf(err, errlen, "%s: %s", path, strerror(-r));
 			return r;
 		}
+		if (pol_dns_resolver(pol))
+			log_warn("%s: dns.resolver is not applied per sandbox yet; DNS goes to "
+				 "--dns-resolver", path);
 		for (unsigned i = 0; i < pol_nwarnings(pol); i++) {
 			const struct pol_error *w = pol_warning(pol, i);
 
