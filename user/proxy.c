@@ -114,6 +114,7 @@ struct proxy {
 	pthread_mutex_t l_lock;
 	struct listener *listeners;
 	atomic_uint open_conns;
+	atomic_bool draining;
 	atomic_ulong total_conns, total_requests, refused_conns, upstream_errors, tls_handshakes;
 	atomic_ulong denied_requests, secrets_swapped, redactions, audit_dropped;
 };
@@ -1164,6 +1165,8 @@ static bool upstream_io(struct sess *s)
 
 static void sess_response_head(struct sess *s)
 {
+	if (atomic_load(&s->w->p->draining))
+		s->close_after = true; /* say Connection: close while draining */
 	struct proxy *p = s->w->p;
 	const struct http1_head *h = &s->resp.head;
 	size_t len = 0, cap;
@@ -1394,7 +1397,7 @@ static bool exchange_finish(struct sess *s)
 	xform_end(&s->tx);
 	s->req.body_cb = NULL;
 	s->resp.body_cb = NULL;
-	if (s->close_after) {
+	if (s->close_after || atomic_load(&s->w->p->draining)) {
 		s->state = S_CLOSING;
 		return true;
 	}
@@ -1926,7 +1929,9 @@ static void worker_tick(void *arg)
 				sess_fail(s, 504, "upstream_timeout", "http_response_timeout",
 					  "no progress on the request");
 			}
-		} else if (quiet > s->idle_ms) {
+		} else if (quiet > s->idle_ms ||
+			   (atomic_load(&p->draining) && s->state == S_HTTP && !s->req_active &&
+			    !s->cin.len)) {
 			s->dead = true;
 		}
 		if (s->dead)
@@ -2269,10 +2274,50 @@ void proxy_listener_remove(struct proxy *p, const char *owner_id)
 	while (dead) {
 		struct listener *n = dead->next;
 
-		close(dead->fd);
+		if (dead->fd >= 0)
+			close(dead->fd);
 		free(dead);
 		dead = n;
 	}
+}
+
+static void drain_on_worker(void *arg)
+{
+	struct listen_op *op = arg;
+	struct wlisten *wl, *next;
+
+	/* stop accepting; idle keep-alive connections close at the next tick */
+	for (wl = op->w->listens; wl; wl = next) {
+		next = wl->next;
+		loop_io_del(op->w->loop, &wl->io);
+		loop_free_later(op->w->loop, wl, free);
+	}
+	op->w->listens = NULL;
+	sem_post(op->done);
+	free(op);
+}
+
+int proxy_drain(struct proxy *p, unsigned timeout_ms)
+{
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	unsigned waited = 0;
+
+	atomic_store(&p->draining, true);
+	run_on_all_workers(p, drain_on_worker, NULL, "");
+	/* no worker watches them now: close, so new connects are refused at once */
+	pthread_mutex_lock(&p->l_lock);
+	for (struct listener *l = p->listeners; l; l = l->next) {
+		if (l->kind == PROXY_L_HTTP && l->fd >= 0) {
+			close(l->fd);
+			l->fd = -1;
+		}
+	}
+	pthread_mutex_unlock(&p->l_lock);
+	while (atomic_load(&p->open_conns) > 0 && waited < timeout_ms) {
+		nanosleep(&ts, NULL);
+		waited += 50;
+	}
+	return (int)atomic_load(&p->open_conns);
 }
 
 int proxy_status_json(struct proxy *p, char *out, size_t len)

@@ -65,6 +65,11 @@ int proxy_listener_add(struct proxy *p, int fd, int kind, const char *owner_id);
  * can still accept on them. */
 void proxy_listener_remove(struct proxy *p, const char *owner_id);
 
+/* SIGTERM: stop accepting, let open exchanges finish (Connection: close),
+ * close idle keep-alive connections; wait up to timeout_ms. Returns the
+ * number of connections still open at the deadline. */
+int proxy_drain(struct proxy *p, unsigned timeout_ms);
+
 /* One line of JSON with counters. */
 int proxy_status_json(struct proxy *p, char *out, size_t len);
 

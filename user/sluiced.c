@@ -52,6 +52,7 @@ struct daemon {
 	const char *self_cgroup;
 	const char *audit_path, *default_policy;
 	size_t audit_queue;
+	unsigned drain_s;
 	struct audit *audit;
 	char sock_path[PATH_MAX];
 	uint16_t port, dns_port;
@@ -102,6 +103,7 @@ static void usage(FILE *f)
 		"  --audit-log FILE      JSON audit log, one line per request (default\n"
 		"                        /var/log/sluice/audit.jsonl; 0600, reopened on SIGHUP)\n"
 		"  --audit-queue BYTES   audit queue before traffic waits (default 1048576)\n"
+		"  --drain-timeout S     on SIGTERM, let open requests finish this long (default 10)\n"
 		"  --default-policy FILE policy for sandboxes attached without one (default: the\n"
 		"                        built-in allow-all policy: any host, no secrets)\n"
 		"\n"
@@ -789,6 +791,7 @@ int main(int argc, char **argv)
 		{ "audit-log", required_argument, NULL, 'a' },
 		{ "audit-queue", required_argument, NULL, 'q' },
 		{ "default-policy", required_argument, NULL, 'P' },
+		{ "drain-timeout", required_argument, NULL, 'T' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -812,6 +815,7 @@ int main(int argc, char **argv)
 	d->workers = ncpu > 0 ? (unsigned)ncpu : 1;
 	d->cert_cache = 1024;
 	d->audit_path = "/var/log/sluice/audit.jsonl";
+	d->drain_s = 10;
 	proxy_cfg_defaults(&d->pcfg);
 	pthread_mutex_init(&d->lock, NULL);
 
@@ -836,6 +840,7 @@ int main(int argc, char **argv)
 			d->audit_queue = (size_t)parse_num("--audit-queue", optarg, 1024, 1L << 30);
 			break;
 		case 'P': d->default_policy = optarg; break;
+		case 'T': d->drain_s = (unsigned)parse_num("--drain-timeout", optarg, 0, 3600); break;
 		case 't':
 			d->pcfg.connect_timeout_ms =
 				(unsigned)parse_num("--connect-timeout", optarg, 1, 600) * 1000;
@@ -1010,9 +1015,13 @@ int main(int argc, char **argv)
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 	}
-	log_info("stopping on signal %d; attached sandboxes stay attached and fail closed "
-		 "until sluiced is back", sig);
+	log_info("stopping on signal %d: draining open connections (up to %u s); attached "
+		 "sandboxes stay attached and fail closed until sluiced is back",
+		 sig, d->drain_s);
 	ctl_server_stop(d->ctl);
+	r = proxy_drain(d->proxy, d->drain_s * 1000u);
+	if (r > 0)
+		log_warn("drain deadline: closing %d connection(s) still open", r);
 	proxy_free(d->proxy);
 	audit_close(d->audit);
 	bpfl_close(d->bpfl);
