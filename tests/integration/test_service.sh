@@ -31,6 +31,9 @@ test_sigterm_drains_open_requests() {
 
 test_sighup_reopens_audit_log() {
 	local m
+	sbx_run -- curl -sS --max-time 10 -o /dev/null "https://upstream.test/echo?before=1" ||
+		fail "request before SIGHUP"
+	for ((i = 0; i < 50; i++)); do [ -s "$SLT_TMP/audit.jsonl" ] && break; sleep 0.1; done
 	mv "$SLT_TMP/audit.jsonl" "$SLT_TMP/audit.jsonl.1"
 	kill -HUP "$(sluiced_pid)"
 	for ((i = 0; i < 50; i++)); do [ -e "$SLT_TMP/audit.jsonl" ] && break; sleep 0.1; done
