@@ -554,10 +554,12 @@ static void check_lines(const char *const *files, int nfiles, int nthreads, int 
 
 		cr_assert(len == 0 || data[len - 1] == '\n', "%s: torn last line", files[f]);
 		for (; (nl = strchr(p, '\n')); p = nl + 1) {
-			char *s = strstr(p, "\"sandbox\":\"t"), *ru = strstr(p, "\"rule\":\"");
+			char *s, *ru;
 			int t, j;
 
-			*nl = 0;
+			*nl = 0;        /* before strstr: keeps the scan to this line */
+			s = strstr(p, "\"sandbox\":\"t");
+			ru = strstr(p, "\"rule\":\"");
 			CHECK(strncmp(p, "{\"time\":", 8) == 0 && nl[-1] == '}', "torn: %s", p);
 			CHECK(s && ru, "line without fields: %s", p);
 			CHECK(sscanf(s, "\"sandbox\":\"t%d\"", &t) == 1, "%s", p);
