@@ -530,7 +530,8 @@ static int make_line(char *buf, size_t len, int t, int j)
 
 	snprintf(sb, sizeof(sb), "t%d", t);
 	snprintf(rule, sizeof(rule), "%d", j);
-	snprintf(path, sizeof(path), "/%.*s", j % 61, "pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp");
+	snprintf(path, sizeof(path), "/%.*s", j % 61,
+		 "pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp");
 	r.sandbox = sb;
 	r.rule = rule;
 	r.path = path;
