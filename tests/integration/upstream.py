@@ -11,6 +11,13 @@ at all is visible).
 
 Endpoints:
   GET|HEAD /echo            JSON: method, path, headers, body length/sha256, client, tls, sni
+                            (any method; ?echo_body=1 adds "body", the request body as
+                            text; ?echo_header=NAME, repeatable, answers the request's
+                            header NAME as response header X-Echo-NAME)
+  POST|PUT /reflect         the request body verbatim (at most 32 MiB) with the request's
+                            Content-Type and a Content-Length; ?chunked=1 for chunked
+                            framing; ?piece=N writes (and chunks) N bytes at a time, so
+                            every TLS record holds at most N bytes (default 65536)
   GET|HEAD /bytes/N         N bytes of a deterministic pattern (content-length;
                             ?chunked=1 for chunked). sha256: --pattern-sha256 N
   GET      /delay/MS        sleep MS milliseconds (max 30000), then a small JSON body
@@ -35,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 BLOCK = 65536
+MAX_KEEP = 32 << 20  # bodies kept in memory for /reflect and ?echo_body=1
 MAX_BYTES = 1 << 34
 LOG_LOCK = threading.Lock()
 LOG_FILE = None
@@ -121,11 +129,13 @@ class Handler(BaseHTTPRequestHandler):
             left -= len(b)
         return n, False
 
-    def send_json(self, status, obj, head=False):
+    def send_json(self, status, obj, head=False, extra=()):
         body = (json.dumps(obj, sort_keys=True) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -140,6 +150,7 @@ class Handler(BaseHTTPRequestHandler):
         h = hashlib.sha256()
         status = 500
         sent = 0
+        self.body_sha256 = None
         if getattr(self, "drop_next", False):
             # fault for the stale-connection test: read this request, then
             # close without answering, as a server that timed out the idle
@@ -152,16 +163,26 @@ class Handler(BaseHTTPRequestHandler):
         if parts[0] == "ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             self.websocket(t0)
             return
+        keep = parts[0] == "reflect" or q.get("echo_body", ["0"])[0] == "1"
+        kept = []
+
+        def sink(b):
+            h.update(b)
+            if keep:
+                if sum(map(len, kept)) + len(b) > MAX_KEEP:
+                    raise ValueError("body too large to keep")
+                kept.append(b)
         try:
-            body_len, chunked_in = self.read_body(h.update)
+            body_len, chunked_in = self.read_body(sink)
         except (ValueError, OSError) as e:
             self.close_connection = True
             self.record(t0, 400, 0, False, 0, error=str(e))
             return
+        self.body_sha256 = h.hexdigest()
         try:
             if parts[0] == "echo":
                 status = 200
-                sent = self.send_json(200, {
+                obj = {
                     "method": self.command,
                     "path": self.path,
                     "headers": [[k, v] for k, v in self.headers.items()],
@@ -170,7 +191,15 @@ class Handler(BaseHTTPRequestHandler):
                     "client": plain_addr(self.client_address[0]),
                     "tls": self.server.tls,
                     "sni": getattr(self.connection, "sni", None),
-                }, head)
+                }
+                if keep:
+                    obj["body"] = b"".join(kept).decode("utf-8", "replace")
+                extra = [("X-Echo-" + n, self.headers.get(n, ""))
+                         for n in q.get("echo_header", [])]
+                sent = self.send_json(200, obj, head, extra)
+            elif parts[0] == "reflect" and self.command in ("POST", "PUT"):
+                status = 200
+                sent = self.reflect(b"".join(kept), q)
             elif parts[0] == "bytes" and len(parts) == 2 and parts[1].isdigit():
                 n = min(int(parts[1]), MAX_BYTES)
                 chunked = q.get("chunked", ["0"])[0] == "1"
@@ -215,6 +244,24 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.record(t0, status, body_len, chunked_in, sent)
 
+    def reflect(self, body, q):
+        chunked = q.get("chunked", ["0"])[0] == "1"
+        piece = max(1, min(int(q.get("piece", [str(BLOCK)])[0]), BLOCK))
+        self.send_response(200)
+        self.send_header("Content-Type",
+                         self.headers.get("Content-Type") or "application/octet-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(0, len(body), piece):
+            b = body[i:i + piece]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b) if chunked else b)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        return len(body)
+
     def websocket(self, t0):
         # RFC 6455 handshake, then echo raw bytes until EOF: enough to prove
         # the proxy turned the connection into a two-way tunnel after 101.
@@ -250,6 +297,7 @@ class Handler(BaseHTTPRequestHandler):
             "sni": getattr(self.connection, "sni", None),
             "headers": [[k, v] for k, v in self.headers.items()],
             "body_len": body_len,
+            "body_sha256": getattr(self, "body_sha256", None),
             "body_chunked": chunked_in,
             "status": status,
             "sent": sent,
