@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -26,7 +27,7 @@ struct loop {
 	void (*tick_cb)(void *arg);
 	void *tick_arg;
 	uint64_t now_ms, next_tick_ms;
-	volatile int stop;
+	atomic_int stop;
 };
 
 static uint64_t mono_ms(void)
@@ -255,7 +256,7 @@ int loop_run(struct loop *l)
 {
 	struct epoll_event evs[128];
 
-	while (!l->stop) {
+	while (!atomic_load(&l->stop)) {
 		int timeout, n;
 
 		l->now_ms = mono_ms();
@@ -296,7 +297,7 @@ void loop_stop(struct loop *l)
 	uint64_t one = 1;
 	ssize_t n;
 
-	l->stop = 1;
+	atomic_store(&l->stop, 1);
 	n = write(l->wake.fd, &one, sizeof(one));
 	(void)n;
 }

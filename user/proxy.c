@@ -822,6 +822,7 @@ static void sess_request_head(struct sess *s)
 		return;
 	}
 	if (s->rw.status) {
+		s->a_secrets = s->rw.found; /* audit: the secrets whose placeholders were sent */
 		atomic_fetch_add(&p->denied_requests, 1);
 		sess_fail(s, s->rw.status, s->rw.code, s->rw.pstype, s->rw.detail);
 		return;

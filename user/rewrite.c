@@ -270,6 +270,7 @@ int rw_request(const struct rw_gen *g, const char *host, bool plaintext,
 	if (!g->n)
 		return 0;
 	mask = scan_head(g, h, target, tlen);
+	res->found = mask;
 	for (unsigned k = 0; k < g->n; k++) {
 		const struct pol_secret *s = pol_secret_at(pol, k);
 

@@ -72,6 +72,7 @@ struct rw_req {
 	const char *code;       /* secret_out_of_scope | secret_unavailable | ... */
 	const char *pstype;     /* RFC 9209 error type */
 	const char *secret;     /* name of the secret concerned */
+	uint64_t found;         /* every secret whose placeholder is in the head */
 	char detail[300];
 	/* rewrites (all may hold real values; rw_req_clear() zeroes them) */
 	struct rw_field *fields;

@@ -837,7 +837,8 @@ int main(int argc, char **argv)
 		case 'M': d->pcfg.max_conns = (unsigned)parse_num("--max-conns", optarg, 1, 1 << 22); break;
 		case 'a': d->audit_path = optarg; break;
 		case 'q':
-			d->audit_queue = (size_t)parse_num("--audit-queue", optarg, 1024, 1L << 30);
+			/* a line may be up to half the queue: keep room for long paths */
+			d->audit_queue = (size_t)parse_num("--audit-queue", optarg, 65536, 1L << 30);
 			break;
 		case 'P': d->default_policy = optarg; break;
 		case 'T': d->drain_s = (unsigned)parse_num("--drain-timeout", optarg, 0, 3600); break;
@@ -936,7 +937,7 @@ int main(int argc, char **argv)
 		slash = strrchr(dir, '/');
 		if (slash && slash != dir) {
 			*slash = 0;
-			mkdir_p(dir, 0750);
+			mkdir_p(dir, 0700);
 		}
 		r = audit_open(d->audit_path, d->audit_queue, &d->audit, err, sizeof(err));
 		if (r < 0) {
@@ -1023,6 +1024,9 @@ int main(int argc, char **argv)
 	if (r > 0)
 		log_warn("drain deadline: closing %d connection(s) still open", r);
 	proxy_free(d->proxy);
+	if (audit_drain(d->audit, 5000) < 0)
+		log_error("audit log: records still queued at exit could not be written (%s)",
+			  d->audit_path);
 	audit_close(d->audit);
 	bpfl_close(d->bpfl);
 	tls_free(d->tls);
