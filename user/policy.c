@@ -208,6 +208,10 @@ struct cc {
 	struct arena tmp;       /* the YAML tree; freed after compile */
 	struct pol *p;
 	struct pol_error *err;
+	/* controlplane:NAME values (pol_load_buffer_ex); NULL: none available */
+	int (*secret_value)(void *ctx, const char *source, const unsigned char **ret_val,
+			    size_t *ret_len);
+	void *secret_ctx;
 };
 
 static void err_set(struct pol_error *e, const char *file, unsigned line, unsigned col,
@@ -1375,7 +1379,22 @@ static int secret_read(struct cc *c, struct secret *s, const struct ynode *src)
 	char whybuf[200], errbuf[100];
 	size_t n = 0, alloc = 0;
 
-	if (!strncmp(src->s, "env:", 4)) {
+	if (!strncmp(src->s, "controlplane:", 13)) {
+		const unsigned char *cv = NULL;
+		size_t cn = 0;
+
+		/* a value the control plane sent; absent: unavailable, never an error */
+		if (!c->secret_value || c->secret_value(c->secret_ctx, src->s, &cv, &cn) || !cv)
+			why = "was not sent by the control plane";
+		else if (!(n = cn))
+			why = "is empty";
+		else if (n > POL_SECRET_VALUE_MAX)
+			why = "is longer than 65536 bytes";
+		else if (!(val = malloc(n)))
+			return OOM(c);
+		else
+			memcpy(val, cv, (alloc = n));
+	} else if (!strncmp(src->s, "env:", 4)) {
 		const char *e = getenv(src->s + 4);
 
 		if (!e)
@@ -1602,8 +1621,14 @@ static int compile_secret(struct cc *c, const struct ynode *n, unsigned idx, str
 		if (v[2]->s[5] != '/' || v[2]->len - 5 >= PATH_MAX)
 			return FAILN(c, v[2], "invalid source '%s': file: needs an absolute path",
 				     q(v[2]->s, v[2]->len, b, sizeof(b)));
+	} else if (!strncmp(v[2]->s, "controlplane:", 13)) {
+		if (!id_ok(v[2]->s + 13, v[2]->len - 13, 1, ID_MAX))
+			return FAILN(c, v[2], "invalid source '%s': controlplane:NAME needs a name "
+				     "(1 to %d of [A-Za-z0-9_.-])", q(v[2]->s, v[2]->len, b, sizeof(b)),
+				     ID_MAX);
 	} else {
-		return FAILN(c, v[2], "invalid source '%s': use env:NAME or file:/absolute/path",
+		return FAILN(c, v[2], "invalid source '%s': use env:NAME or file:/absolute/path "
+			     "(controlplane:NAME in managed mode)",
 			     q(v[2]->s, v[2]->len, b, sizeof(b)));
 	}
 	rc = get_seq(c, v[3], "'hosts'", SECRET_HOSTS_MAX, false);
@@ -2028,7 +2053,16 @@ static void pol_free(struct pol *p)
 int pol_load_buffer(const char *name, const char *buf, size_t len, struct pol **ret_pol,
 		    struct pol_error *err)
 {
-	struct cc c = { .name = name ? name : "<buffer>", .buf = buf, .len = len, .err = err };
+	return pol_load_buffer_ex(name, buf, len, NULL, NULL, ret_pol, err);
+}
+
+int pol_load_buffer_ex(const char *name, const char *buf, size_t len,
+		       int (*secret_value)(void *ctx, const char *source,
+					   const unsigned char **ret_val, size_t *ret_len),
+		       void *ctx, struct pol **ret_pol, struct pol_error *err)
+{
+	struct cc c = { .name = name ? name : "<buffer>", .buf = buf, .len = len, .err = err,
+			.secret_value = secret_value, .secret_ctx = ctx };
 	unsigned char md[32];
 	unsigned mdlen = 0;
 	struct ynode *root = NULL;

@@ -57,6 +57,24 @@ int pol_load_file(const char *path, struct pol **ret_pol, struct pol_error *err)
 int pol_load_buffer(const char *name, const char *buf, size_t len, struct pol **ret_pol,
 		    struct pol_error *err);
 
+/*
+ * pol_load_buffer() with a third kind of secret source: "controlplane:NAME"
+ * (NAME = 1..64 of [A-Za-z0-9_.-]), a value sent by the control plane in
+ * managed mode (docs/control-plane.md). For each such source the compiler
+ * calls secret_value(ctx, "controlplane:NAME", &val, &len): 0 with val set is
+ * the value (copied; the caller keeps ownership), anything else means "not
+ * sent" and the secret compiles as unavailable (a warning, 503
+ * secret_unavailable at request time), never as an error. The same checks as
+ * for env:/file: apply (empty, > 65536 bytes, CR/LF/NUL: unavailable).
+ * secret_value may be NULL (every controlplane: secret is unavailable; this is
+ * what pol_load_buffer() and pol_load_file() do). env: and file: sources are
+ * read as before. Called synchronously, on the caller's thread.
+ */
+int pol_load_buffer_ex(const char *name, const char *buf, size_t len,
+		       int (*secret_value)(void *ctx, const char *source,
+					   const unsigned char **ret_val, size_t *ret_len),
+		       void *ctx, struct pol **ret_pol, struct pol_error *err);
+
 /* Warnings of a successful compile (e.g. unavailable secrets), in file order.
  * pol_warning() returns NULL when i is out of range. */
 unsigned pol_nwarnings(const struct pol *p);
