@@ -239,6 +239,17 @@ test_secrets_json_body() {
 	no_real_in "$R/small.body" "$real" "echo of a small JSON body"
 	assert_eq "$(jq -r .body "$R/small.body")" "$(cat "$W/small.json")" \
 		"body in the echo the sandbox got"
+	local a
+	a=$(audit_for "/echo/$m") || fail "no audit line for /echo/$m"
+	assert_eq "$(jq -c .secrets <<<"$a")" '["body"]' "audit secrets for a body swap"
+	# a media type with parameters is still that media type
+	m=$(mark jparam)
+	sbx_run --policy "$P" -- curl -sS --max-time 20 -o "$R/param.body" \
+		-H 'Content-Type: application/json; charset=utf-8' --data-binary @"$W/small.json" \
+		"$U/echo/$m?echo_body=1" 2>"$W/p.err" || { cat "$W/p.err" >&2; fail "curl failed"; }
+	assert_eq "$(up_requests "$m" | jq -r .body_sha256)" \
+		"$(sha256sum <"$W/small.want" | cut -d' ' -f1)" "JSON body with charset upstream"
+	no_real_in "$R/param.body" "$real" "echo of a JSON body with charset"
 
 	# 300 KB, placeholders everywhere, content-length and chunked, /reflect
 	# in 1021-byte TLS records (chunked answer in 997-byte chunks).
