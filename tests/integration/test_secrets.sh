@@ -196,6 +196,29 @@ test_secrets_basic_auth() {
 	return 0
 }
 
+# sluiced builds base64(user:REAL) itself when it swaps a Basic password; an
+# in-scope upstream that echoes the Authorization header (httpbin-style, or an
+# error page) hands that string to the sandbox, which decodes the real value.
+# Redaction is literal, so this fails today: a finding, see the report.
+test_secrets_basic_auth_echo_redacted() {
+	local m P=$W/p.yaml real ph b64
+	sec_new basicecho
+	real=$SEC_REAL_basicecho ph=$SEC_PH_basicecho
+	sec_policy "$P" "$(sec_item basicecho)"
+	m=$(mark basicecho)
+	sbx_run --policy "$P" -- curl -sS --max-time 20 -D "$R/b.hdr" -o "$R/b.body" \
+		-u "user:$ph" "$U/echo/$m?echo_header=Authorization" 2>"$W/b.err" ||
+		{ cat "$W/b.err" >&2; fail "curl failed"; }
+	b64=$(printf 'user:%s' "$real" | base64 -w0)
+	assert_eq "$(upstream_header "$m" Authorization)" "Basic $b64" "Basic credentials upstream"
+	if grep -qF -- "$b64" "$R/b.hdr" "$R/b.body"; then
+		fail "the sandbox received base64(user:REAL) (decodes to the real value):" \
+			"$(grep -F -- "$b64" "$R/b.hdr" | tr -d '\r')"
+	fi
+	assert_grep "^[Xx]-[Ee]cho-[Aa]uthorization: Basic $(printf 'user:%s' "$ph" | base64 -w0)" \
+		"$R/b.hdr" "echoed Basic credentials carry the placeholder"
+}
+
 # mk_json_body OUT PH COUNT SIZE: a JSON document of about SIZE bytes with PH
 # at COUNT varied offsets (random gaps, some right at 4/16/64 KiB boundaries).
 mk_json_body() {
@@ -413,6 +436,16 @@ test_secrets_body_too_large() {
 		2>"$W/s.err" || fail "small body"
 	assert_eq "$(up_requests "$m" | jq -r .body_sha256)" \
 		"$(sed "s/$ph/$real/" "$W/s.json" | sha256sum | cut -d' ' -f1)" "body under max_bytes swapped"
+	# over the limit, chunked (size unknown up front): only reported
+	m=$(mark overch)
+	sbx_run --policy "$P" -- curl -sS --max-time 20 -D "$R/c.hdr" -o "$R/c.body" \
+		-H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' \
+		--data-binary @"$W/l.json" "$U/echo/$m" 2>"$W/c.err"
+	no_real_in "$R/c.body" "$real" "over max_bytes, chunked"
+	note "over max_bytes (chunked): status $(last_status "$R/c.hdr"), upstream body:" \
+		"$(up_requests "$m" | jq -r .body_sha256 | sed \
+			-e "s/^$(sed "s/$ph/$real/" "$W/l.json" | sha256sum | cut -d' ' -f1)\$/swapped/" \
+			-e "s/^$(sha256sum <"$W/l.json" | cut -d' ' -f1)\$/placeholder unchanged/")"
 	# over the limit, with a Content-Length: refused, nothing upstream
 	m=$(mark overlim)
 	sbx_run --policy "$P" -- curl -sS --max-time 20 -D "$R/l.hdr" -o "$R/l.body" \
