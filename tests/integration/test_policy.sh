@@ -177,7 +177,8 @@ for _ in range(200):
     time.sleep(0.05)
 c.request("GET", "/echo/%s-2" % mark)
 r = c.getresponse(); r.read()
-print("second", r.status, "same-connection" if c.sock.getsockname()[1] == port1 else "new", flush=True)
+same = "same-connection" if c.sock.getsockname()[1] == port1 else "new"
+print("second", r.status, same, flush=True)
 EOF
 	m=$(mark ka)
 	inatt "$SLT_PY" "$W/ka.py" "$m" "$W/go" >"$W/ka.out" 2>&1 &
@@ -225,7 +226,8 @@ EOF
 
 test_policy_check_hostile() {
 	local f rc out i
-	BOUND=20
+	# shellcheck disable=SC2034 # read by ctl
+	local BOUND=20
 	# unknown key (line 3, col 3)
 	printf 'version: 1\nallow:\n  - hots: a.test\n' >"$W/unknown.yaml"
 	# alias bomb ("billion laughs")
@@ -233,12 +235,18 @@ test_policy_check_hostile() {
 		echo 'version: 1'
 		echo 'x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'
 		for i in $(seq 1 9); do
-			echo "x$i: &a$i [*a$((i - 1)),*a$((i - 1)),*a$((i - 1)),*a$((i - 1)),*a$((i - 1)),*a$((i - 1)),*a$((i - 1)),*a$((i - 1)),*a$((i - 1))]"
+			printf 'x%d: &a%d [' "$i" "$i"
+			for _ in 1 2 3 4 5 6 7 8; do printf '*a%d,' $((i - 1)); done
+			printf '*a%d]\n' $((i - 1))
 		done
 	} >"$W/bomb.yaml"
 	# 2 MB
-	{ echo 'version: 1'; for ((i = 0; i < 40000; i++)); do echo "# padding line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; done; } \
-		>"$W/big.yaml"
+	local pad
+	pad=$(printf 'x%.0s' {1..32})
+	{
+		echo 'version: 1'
+		for ((i = 0; i < 40000; i++)); do echo "# padding line $i $pad"; done
+	} >"$W/big.yaml"
 	# and a few more shapes
 	printf 'version: 1\nversion: 1\n' >"$W/dup.yaml"
 	{ printf 'version: 1\nallow: '; printf '[%.0s' $(seq 200); printf ']%.0s' $(seq 200); echo; } \

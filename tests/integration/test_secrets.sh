@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=bash
+# shellcheck disable=SC2154 # SEC_REAL_x, SEC_PH_x, SEC_SRC_x are set by sec_new (printf -v)
 #
 # Secret swap and response redaction, end to end: a sandbox holds only
 # placeholders; the upstream must receive the real value (headers, Basic auth,
@@ -363,7 +364,7 @@ EOF
 }
 
 test_secrets_out_of_scope() {
-	local m P=$W/p.yaml real ph a lines
+	local m P=$W/p.yaml real ph a
 	sec_new scope
 	real=$SEC_REAL_scope ph=$SEC_PH_scope
 	sec_policy "$P" "$(sec_item scope)"
@@ -426,8 +427,7 @@ test_secrets_body_too_large() {
 	sec_new large
 	real=$SEC_REAL_large ph=$SEC_PH_large
 	SEC_MAX_BYTES=4096 sec_policy "$P" "$(SEC_MAX_BYTES=4096 sec_item large)"
-	"$SLT_PY" -c 'import sys; print("{\"pad\":\"" + "a" * 8000 + "\",\"k\":\"" + sys.argv[1] + "\"}")' \
-		"$ph" >"$W/l.json"
+	printf '{"pad":"%s","k":"%s"}\n' "$(head -c 8000 /dev/zero | tr '\0' a)" "$ph" >"$W/l.json"
 	# at the limit: swapped
 	m=$(mark atlim)
 	printf '{"k":"%s","pad":"%s"}' "$ph" "$(head -c 3000 /dev/zero | tr '\0' b)" >"$W/s.json"
@@ -452,7 +452,8 @@ test_secrets_body_too_large() {
 		-H 'Content-Type: application/json' --data-binary @"$W/l.json" "$U/echo/$m" \
 		2>"$W/l.err"
 	no_real_in "$R/l.body" "$real" "over max_bytes"
-	note "over max_bytes (content-length): status $(last_status "$R/l.hdr"), body $(head -c 300 "$R/l.body")"
+	note "over max_bytes (content-length): status $(last_status "$R/l.hdr")," \
+		"body $(head -c 300 "$R/l.body")"
 	up_requests "$m" | jq -r .body_sha256 | grep -qx "$(sha256sum <"$W/l.json" | cut -d' ' -f1)" &&
 		note "the over-limit body went upstream with the placeholder unchanged"
 	assert_eq "$(last_status "$R/l.hdr")" 403 "over max_bytes: status"
