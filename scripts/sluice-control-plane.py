@@ -181,6 +181,10 @@ class BoundedServer(ThreadingMixIn, HTTPServer):
                 self.conns.discard(request)
             self.slots.release()
 
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)  # a peer gone is no news
+
     def drop_all(self):
         with self.conns_lock:
             for s in list(self.conns):
@@ -198,7 +202,13 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet: GET /admin/log is the record
         pass
 
+    def parse_request(self):
+        self.body_read = False  # per request: the handler lives as long as the connection
+        return super().parse_request()
+
     def send_json(self, code, obj, extra=b""):
+        if not self.body_read and self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # unread body bytes would be taken as a request
         body = json.dumps(obj, ensure_ascii=False).encode() + extra
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -227,6 +237,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(413, {"error": "body_too_large", "limit": BODY_MAX})
             self.close_connection = True
             return None
+        self.body_read = True
         return self.rfile.read(n) if n else b""
 
     def read_json(self):
