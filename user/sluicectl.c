@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * sluicectl: the command line for sluiced. Talks to it over the ctl socket
- * (run_dir/sluiced.sock) and does the sandbox plumbing for `run` itself:
- * cgroup, netns pin, attach, the command, detach, cleanup.
+ * sluicectl: the command line for sluiced. Talks to it over the management
+ * API (HTTP/1.1 + JSON on run_dir/sluiced.sock, docs/management-api.md) and
+ * does the sandbox plumbing for `run` itself: cgroup, netns pin, attach, the
+ * command, detach, cleanup.
  *
- * Exit codes: 0 ok, 1 sluiced answered ERR, 2 usage, 69 sluiced not running,
- * 70 internal error; `run` exits with its command's status (128+signal when
+ * Exit codes: 0 ok, 1 sluiced refused (an HTTP error answer), 2 usage,
+ * 69 sluiced not running, 70 internal error, 75 `sync --wait` timed out; `run` exits with its command's status (128+signal when
  * it was killed, 127 when it could not be executed).
  */
 #include <errno.h>
@@ -27,9 +28,13 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-#include "ctl.h"
+#include <curl/curl.h>
+#include <jansson.h>
+
 #include "policy.h"
 #include "sandbox.h"
 
@@ -38,6 +43,7 @@
 #define EXIT_USAGE 2
 #define EXIT_NOT_RUNNING 69
 #define EXIT_INTERNAL 70
+#define EXIT_TIMEOUT 75 /* sync --wait: nothing applied in time (EX_TEMPFAIL) */
 #define EXIT_EXEC 127
 
 #define DEFAULT_RUN_DIR "/run/sluice"
@@ -60,53 +66,348 @@ static void die_internal(const char *what, int err)
 	exit(EXIT_INTERNAL);
 }
 
-/* One request to sluiced. Returns 0 with the reply text, or prints the one
- * line that explains the failure and returns the exit code to use. */
-static int request(const char *line, char *reply, size_t len)
-{
-	int rc = ctl_request(sock_path, line, reply, len);
+/* ---- the management API (HTTP/1.1 + JSON on sluiced.sock) ---- */
 
-	if (rc == 0)
-		return EXIT_OK;
-	if (rc == 1) {
-		fprintf(stderr, "sluicectl: %s\n", reply);
-		return EXIT_ERR;
+/* Replies larger than this are refused (a status of thousands of sandboxes
+ * is well under it). */
+#define API_MAX_REPLY (64u << 20)
+#define API_TIMEOUT_S 30
+
+struct api_resp {
+	long status;
+	char *body;
+	size_t len;
+	bool too_big;
+};
+
+static size_t api_write_cb(char *p, size_t sz, size_t n, void *ud)
+{
+	struct api_resp *r = ud;
+	size_t len = sz * n;
+	char *b;
+
+	if (len > API_MAX_REPLY - r->len) {
+		r->too_big = true;
+		return 0;
 	}
-	if (rc == -ENOENT || rc == -ECONNREFUSED) {
+	b = realloc(r->body, r->len + len + 1);
+	if (!b)
+		return 0;
+	memcpy(b + r->len, p, len);
+	r->body = b;
+	r->len += len;
+	r->body[r->len] = '\0';
+	return len;
+}
+
+/* Why connecting failed, in the words sluicectl has always used. */
+static int api_connect_failed(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd, err = 0;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+		err = errno;
+	if (fd >= 0)
+		close(fd);
+	if (err == 0 || err == ENOENT || err == ECONNREFUSED) {
 		fprintf(stderr, "sluicectl: sluiced is not running (no socket at %s)\n", sock_path);
 		return EXIT_NOT_RUNNING;
 	}
-	if (rc == -EMSGSIZE) {
-		fprintf(stderr, "sluicectl: request too long (paths with newlines or over %d bytes)\n",
-			CTL_LINE_MAX);
-		return EXIT_USAGE;
-	}
-	fprintf(stderr, "sluicectl: cannot talk to sluiced at %s: %s\n", sock_path, strerror(-rc));
+	fprintf(stderr, "sluicectl: cannot talk to sluiced at %s: %s\n", sock_path, strerror(err));
 	return EXIT_INTERNAL;
 }
 
-/* request() with a formatted line; an overlong one is a usage error. */
-__attribute__((format(printf, 3, 4))) static int requestf(char *reply, size_t len,
-							  const char *fmt, ...)
+/*
+ * One HTTP request to sluiced. body: JSON text or NULL. Any HTTP answer
+ * returns EXIT_OK with r filled (the caller frees r->body); a transport
+ * failure prints its one line and returns the exit code to use.
+ */
+static int api_call(const char *method, const char *path, const char *body, long timeout_s,
+		    struct api_resp *r)
 {
-	char line[CTL_LINE_MAX];
-	va_list ap;
-	int n;
+	static bool inited;
+	struct curl_slist *hdrs = NULL;
+	char url[512];
+	CURLcode cc;
+	CURL *h;
+	int ex = EXIT_OK;
 
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0 || n >= (int)sizeof(line)) {
-		fprintf(stderr, "sluicectl: request too long (over %d bytes)\n", CTL_LINE_MAX);
-		return EXIT_USAGE;
+	memset(r, 0, sizeof(*r));
+	if (!inited) {
+		if (curl_global_init(CURL_GLOBAL_NOTHING))
+			die_internal("curl_global_init", ENOMEM);
+		inited = true;
 	}
-	return request(line, reply, len);
+	h = curl_easy_init();
+	if (!h)
+		die_internal("curl_easy_init", ENOMEM);
+	/* The host part is ignored on a Unix socket. */
+	snprintf(url, sizeof(url), "http://sluiced%s", path);
+	curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, api_write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	} else if (!strcmp(method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	cc = curl_easy_perform(h);
+	if (cc == CURLE_COULDNT_CONNECT) {
+		ex = api_connect_failed();
+	} else if (cc == CURLE_OPERATION_TIMEDOUT) {
+		fprintf(stderr, "sluicectl: sluiced at %s did not answer within %ld s\n", sock_path,
+			timeout_s);
+		ex = EXIT_INTERNAL;
+	} else if (cc != CURLE_OK) {
+		fprintf(stderr, "sluicectl: cannot talk to sluiced at %s: %s\n", sock_path,
+			r->too_big ? "reply too large" : curl_easy_strerror(cc));
+		ex = EXIT_INTERNAL;
+	} else {
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	}
+	if (ex) {
+		free(r->body);
+		r->body = NULL;
+		r->len = 0;
+	}
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	return ex;
 }
 
-/* Paths go into tab-separated request lines. */
-static bool field_ok(const char *s)
+/* Print an error answer as "sluicectl: MESSAGE" (the stable code is in the
+ * --json output and the docs). */
+static void api_print_error(const struct api_resp *r)
 {
-	return !strpbrk(s, "\t\n\r");
+	json_t *j = r->body ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+	const char *msg = json_string_value(json_object_get(j, "message"));
+	const char *code = json_string_value(json_object_get(j, "error"));
+
+	if (msg && msg[0])
+		fprintf(stderr, "sluicectl: %s\n", msg);
+	else if (code)
+		fprintf(stderr, "sluicectl: %s (HTTP %ld)\n", code, r->status);
+	else
+		fprintf(stderr, "sluicectl: sluiced answered HTTP %ld\n", r->status);
+	json_decref(j);
+}
+
+/* Parse a reply body (NULL when empty). EXIT_OK or EXIT_INTERNAL. */
+static int api_parse(const struct api_resp *r, json_t **ret)
+{
+	json_t *j = NULL;
+
+	if (r->len && !(j = json_loadb(r->body, r->len, 0, NULL))) {
+		fprintf(stderr, "sluicectl: sluiced sent a reply that is not JSON\n");
+		return EXIT_INTERNAL;
+	}
+	*ret = j;
+	return EXIT_OK;
+}
+
+/*
+ * A request whose 2xx answer is wanted. EXIT_OK with the parsed JSON body in
+ * *ret (NULL when empty; the caller decrefs; ret may be NULL), EXIT_ERR after
+ * printing the daemon's message for other statuses, or a transport code.
+ */
+static int api(const char *method, const char *path, const json_t *body, json_t **ret)
+{
+	struct api_resp r;
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_t *j = NULL;
+	int ex;
+
+	if (body && !text)
+		die_internal("json_dumps", ENOMEM);
+	ex = api_call(method, path, text, API_TIMEOUT_S, &r);
+	free(text);
+	if (ex)
+		return ex;
+	if (r.status < 200 || r.status > 299) {
+		api_print_error(&r);
+		free(r.body);
+		return EXIT_ERR;
+	}
+	ex = api_parse(&r, &j);
+	free(r.body);
+	if (ex)
+		return ex;
+	if (ret)
+		*ret = j;
+	else
+		json_decref(j);
+	return EXIT_OK;
+}
+
+/* ---- human output ---- */
+
+/* A JSON value as one table cell ("-" for null, missing or empty). */
+static char *cell(const json_t *v)
+{
+	char *s = NULL;
+
+	if (!v || json_is_null(v))
+		s = strdup("-");
+	else if (json_is_string(v))
+		s = strdup(json_string_value(v)[0] ? json_string_value(v) : "-");
+	else if (json_is_true(v))
+		s = strdup("yes");
+	else if (json_is_false(v))
+		s = strdup("no");
+	else if (json_is_integer(v))
+		s = asprintf(&s, "%lld", (long long)json_integer_value(v)) < 0 ? NULL : s;
+	else if (json_is_real(v))
+		s = asprintf(&s, "%g", json_real_value(v)) < 0 ? NULL : s;
+	else
+		s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (!s)
+		die_internal("out of memory", ENOMEM);
+	for (char *p = s; *p; p++)
+		if (*p == '\n' || *p == '\t' || *p == '\r')
+			*p = ' ';
+	return s;
+}
+
+struct column {
+	const char *title;
+	const char *key;
+	size_t max; /* cut cells to this many bytes; 0: no limit */
+};
+
+#define MAX_COLUMNS 16
+
+/* A table of rows (an array of objects), columns sized to their content. */
+static void print_table(const json_t *rows, const struct column *cols, size_t ncols)
+{
+	size_t nrows = json_array_size(rows), w[MAX_COLUMNS] = { 0 };
+	char **cells = calloc(nrows * ncols + 1, sizeof(char *));
+
+	if (!cells || ncols > MAX_COLUMNS)
+		die_internal("out of memory", ENOMEM);
+	for (size_t c = 0; c < ncols; c++)
+		w[c] = strlen(cols[c].title);
+	for (size_t r = 0; r < nrows; r++) {
+		for (size_t c = 0; c < ncols; c++) {
+			char *s = cell(json_object_get(json_array_get(rows, r), cols[c].key));
+
+			if (cols[c].max && strlen(s) > cols[c].max)
+				s[cols[c].max] = '\0';
+			cells[r * ncols + c] = s;
+			if (strlen(s) > w[c])
+				w[c] = strlen(s);
+		}
+	}
+	for (size_t r = 0; r <= nrows; r++) {
+		for (size_t c = 0; c < ncols; c++) {
+			const char *v = r ? cells[(r - 1) * ncols + c] : cols[c].title;
+
+			if (c + 1 < ncols)
+				printf("%-*s  ", (int)w[c], v);
+			else
+				printf("%s\n", v);
+		}
+	}
+	for (size_t i = 0; i < nrows * ncols; i++)
+		free(cells[i]);
+	free(cells);
+}
+
+static void print_json(const json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+
+	if (!s)
+		die_internal("json_dumps", ENOMEM);
+	printf("%s\n", s);
+	free(s);
+}
+
+static const struct column status_cols[] = {
+	{ "ID", "id", 0 },
+	{ "GEN", "policy_generation", 0 },
+	{ "POLICY HASH", "policy_hash", 12 },
+	{ "PRINCIPAL", "principal", 0 },
+	{ "SYNCED", "synced_once", 0 },
+	{ "LAST SYNC", "last_sync_at", 0 },
+	{ "CONNS", "open_connections", 0 },
+	{ "LAST ERROR", "last_error", 60 },
+};
+
+/* The status object for a human: one summary line, then a table. */
+static void print_status(const json_t *st)
+{
+	const json_t *sbs = json_object_get(st, "sandboxes");
+	char *ver = cell(json_object_get(st, "version"));
+	char *mode = cell(json_object_get(st, "mode"));
+	long long up = json_integer_value(json_object_get(st, "uptime_s"));
+	size_t n = json_array_size(sbs);
+
+	printf("sluiced %s, mode %s, up %lldd%02lldh%02lldm%02llds, %zu sandbox%s\n", ver, mode,
+	       up / 86400, up / 3600 % 24, up / 60 % 60, up % 60, n, n == 1 ? "" : "es");
+	free(ver);
+	free(mode);
+	if (n)
+		print_table(sbs, status_cols, sizeof(status_cols) / sizeof(status_cols[0]));
+}
+
+/* ---- requests shared by several commands ---- */
+
+static int api_attach(const char *id, const char *cgroup, const char *netns, const char *policy)
+{
+	json_t *b = json_pack("{s:s, s:s, s:s?, s:s?}", "id", id, "cgroup", cgroup, "netns",
+			      netns && netns[0] ? netns : NULL, "policy",
+			      policy && policy[0] ? policy : NULL);
+	int ex;
+
+	if (!b) {
+		fprintf(stderr, "sluicectl: paths must be valid UTF-8\n");
+		return EXIT_USAGE;
+	}
+	ex = api("POST", "/v1/sandboxes", b, NULL);
+	json_decref(b);
+	return ex;
+}
+
+static int api_detach(const char *id)
+{
+	char path[32 + SB_ID_MAX];
+
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", id);
+	return api("DELETE", path, NULL, NULL);
+}
+
+/* The path of sluiced's CA certificate into ca (PATH_MAX bytes). */
+static int api_ca(char *ca)
+{
+	json_t *j = NULL;
+	const char *v;
+	int ex = api("GET", "/v1/ca", NULL, &j);
+
+	if (ex)
+		return ex;
+	v = json_string_value(json_object_get(j, "ca_cert"));
+	if (!v || strlen(v) >= PATH_MAX) {
+		fprintf(stderr, "sluicectl: sluiced did not name its CA certificate\n");
+		json_decref(j);
+		return EXIT_INTERNAL;
+	}
+	strcpy(ca, v);
+	json_decref(j);
+	return EXIT_OK;
 }
 
 static uint32_t fnv1a32(const char *s)
@@ -408,7 +709,7 @@ static int cmd_run(int argc, char **argv)
 	static char hosts[PATH_MAX];
 	char id[SB_ID_MAX + 1] = "", parent[PATH_MAX] = "", cgroup[PATH_MAX], pin[PATH_MAX];
 	char policy[PATH_MAX] = "";
-	char reply[CTL_LINE_MAX], ca[CTL_LINE_MAX] = "";
+	char ca[PATH_MAX] = "";
 	bool new_netns = true, ca_env = true;
 	int opt, rc, ex;
 	struct stat st;
@@ -482,19 +783,16 @@ static int cmd_run(int argc, char **argv)
 		strcat(parent, "/" CGROUP_PARENT_NAME);
 	}
 	if (snprintf(cgroup, sizeof(cgroup), "%s/%s", parent, id) >= (int)sizeof(cgroup) ||
-	    snprintf(pin, sizeof(pin), "%s/netns/%s", run_dir, id) >= (int)sizeof(pin) ||
-	    !field_ok(cgroup) || !field_ok(pin)) {
-		fprintf(stderr, "sluicectl run: cgroup or run-dir path too long or has tabs\n");
+	    snprintf(pin, sizeof(pin), "%s/netns/%s", run_dir, id) >= (int)sizeof(pin)) {
+		fprintf(stderr, "sluicectl run: cgroup or run-dir path too long\n");
 		return EXIT_USAGE;
 	}
 
 	install_forwarder();
 	/* Ask first: no plumbing is made when sluiced is not there. */
-	ex = request(ca_env ? "CA" : "PING", reply, sizeof(reply));
+	ex = ca_env ? api_ca(ca) : api("GET", "/healthz", NULL, NULL);
 	if (ex)
 		return ex;
-	if (ca_env)
-		snprintf(ca, sizeof(ca), "%s", reply);
 
 	if (!stat(cgroup, &st)) {
 		fprintf(stderr, "sluicectl run: %s already exists (id in use?)\n", cgroup);
@@ -517,19 +815,13 @@ static int cmd_run(int argc, char **argv)
 		}
 	}
 
-	if (!field_ok(policy)) {
-		fprintf(stderr, "sluicectl run: paths may not contain tabs or newlines\n");
-		ex = EXIT_USAGE;
-		goto out_remove_netns;
-	}
-	ex = requestf(reply, sizeof(reply), "ATTACH\t%s\t%s\t%s\t%s", id, cgroup,
-		      new_netns ? pin : "-", policy[0] ? policy : "-");
+	ex = api_attach(id, cgroup, new_netns ? pin : NULL, policy);
 	if (ex)
 		goto out_remove_netns;
 
 	ex = run_and_wait(cgroup, new_netns ? pin : NULL, ca_env ? ca : NULL, argv + optind);
 
-	if (requestf(reply, sizeof(reply), "DETACH\t%s", id))
+	if (api_detach(id))
 		fprintf(stderr, "sluicectl: warning: detach of %s failed\n", id);
 out_remove_netns:
 	if (new_netns) {
@@ -566,7 +858,6 @@ static int cmd_attach(int argc, char **argv)
 	};
 	char cgroup[PATH_MAX] = "", netns[PATH_MAX] = "", id[SB_ID_MAX + 1] = "";
 	char policy[PATH_MAX] = "";
-	char reply[CTL_LINE_MAX];
 	struct stat st;
 	int opt, ex;
 
@@ -607,14 +898,9 @@ static int cmd_attach(int argc, char **argv)
 		fprintf(stderr, "sluicectl attach: %s: %s\n", netns, strerror(errno));
 		return EXIT_USAGE;
 	}
-	if (!field_ok(cgroup) || !field_ok(netns) || !field_ok(policy)) {
-		fprintf(stderr, "sluicectl attach: paths may not contain tabs or newlines\n");
-		return EXIT_USAGE;
-	}
 	if (!id[0])
 		derive_id(cgroup, id);
-	ex = requestf(reply, sizeof(reply), "ATTACH\t%s\t%s\t%s\t%s", id, cgroup,
-		      netns[0] ? netns : "-", policy[0] ? policy : "-");
+	ex = api_attach(id, cgroup, netns, policy);
 	if (ex)
 		return ex;
 	printf("%s\n", id);
@@ -634,7 +920,6 @@ static int cmd_detach(int argc, char **argv)
 		{ 0 },
 	};
 	char cgroup[PATH_MAX] = "", id[SB_ID_MAX + 1] = "";
-	char reply[CTL_LINE_MAX];
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -662,7 +947,7 @@ static int cmd_detach(int argc, char **argv)
 	}
 	if (cgroup[0])
 		derive_id(cgroup, id);
-	return requestf(reply, sizeof(reply), "DETACH\t%s", id);
+	return api_detach(id);
 }
 
 /* ---- env / status / ping ---- */
@@ -686,75 +971,278 @@ static const char env_help[] = "usage: sluicectl env\n"
 
 static int cmd_env(int argc, char **argv)
 {
-	char reply[CTL_LINE_MAX];
+	char ca[PATH_MAX];
 	int ex = cmd_simple(argc, argv, env_help);
 
 	if (ex)
 		return ex < 0 ? EXIT_OK : ex;
-	ex = request("CA", reply, sizeof(reply));
+	ex = api_ca(ca);
 	if (ex)
 		return ex;
 	for (size_t i = 0; i < sizeof(ca_env_vars) / sizeof(ca_env_vars[0]); i++) {
 		printf("export %s=", ca_env_vars[i]);
-		print_shell_quoted(reply);
+		print_shell_quoted(ca);
 		putchar('\n');
 	}
 	return EXIT_OK;
 }
 
+/* Parse "--json" as the only option of a command with no arguments.
+ * Returns EXIT_OK, -1 after printing help, or EXIT_USAGE. */
+static int json_flag(int argc, char **argv, const char *help, bool *ret_json)
+{
+	*ret_json = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(help, stdout);
+			return -1;
+		}
+		if (strcmp(argv[i], "--json")) {
+			fputs(help, stderr);
+			return EXIT_USAGE;
+		}
+		*ret_json = true;
+	}
+	return EXIT_OK;
+}
+
 static const char reload_help[] =
-	"usage: sluicectl reload [--id ID]\n"
+	"usage: sluicectl reload [--id ID] [--json]\n"
 	"Recompile the policy of one sandbox (or of every sandbox) from its file. A file\n"
 	"that does not compile is refused with file:line:col and the old policy keeps\n"
 	"serving; open connections finish on the policy they started with.\n";
 
 static int cmd_reload(int argc, char **argv)
 {
-	char reply[CTL_LINE_MAX];
-	int ex;
+	static const struct option opts[] = {
+		{ "id", required_argument, NULL, 'i' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	json_t *body = NULL, *reply = NULL;
+	const char *msg;
+	bool json = false;
+	int opt, ex;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		fputs(reload_help, stdout);
-		return EXIT_OK;
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'i':
+			if (!sb_id_valid(optarg) || body) {
+				fputs(reload_help, stderr);
+				json_decref(body);
+				return EXIT_USAGE;
+			}
+			body = json_pack("{s:s}", "id", optarg);
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			fputs(reload_help, stdout);
+			json_decref(body);
+			return EXIT_OK;
+		default:
+			json_decref(body);
+			fputs(reload_help, stderr);
+			return EXIT_USAGE;
+		}
 	}
-	if (argc == 1) {
-		ex = requestf(reply, sizeof(reply), "RELOAD");
-	} else if (argc == 3 && !strcmp(argv[1], "--id") && sb_id_valid(argv[2])) {
-		ex = requestf(reply, sizeof(reply), "RELOAD\t%s", argv[2]);
-	} else {
+	if (optind != argc) {
+		json_decref(body);
 		fputs(reload_help, stderr);
 		return EXIT_USAGE;
 	}
-	if (!ex && reply[0])
-		printf("%s\n", reply);
-	return ex;
-}
-
-static const char status_help[] = "usage: sluicectl status\nPrint sluiced's status as JSON.\n";
-static const char ping_help[] = "usage: sluicectl ping\nCheck that sluiced answers.\n";
-
-static int cmd_print(int argc, char **argv, const char *help, const char *verb)
-{
-	char reply[CTL_LINE_MAX];
-	int ex = cmd_simple(argc, argv, help);
-
-	if (ex)
-		return ex < 0 ? EXIT_OK : ex;
-	ex = request(verb, reply, sizeof(reply));
+	ex = api("POST", "/v1/reload", body, &reply);
+	json_decref(body);
 	if (ex)
 		return ex;
-	printf("%s\n", reply);
+	msg = json_string_value(json_object_get(reply, "message"));
+	if (json && reply)
+		print_json(reply);
+	else if (msg)
+		printf("%s\n", msg);
+	else if (reply)
+		print_json(reply);
+	json_decref(reply);
 	return EXIT_OK;
 }
 
+static const char status_help[] =
+	"usage: sluicectl status [--json]\n"
+	"Print sluiced's status: version, mode, uptime and, per sandbox, its policy\n"
+	"generation and hash, principal, sync state, last error and open connections.\n"
+	"--json prints the API's object as is (docs/management-api.md).\n";
+
 static int cmd_status(int argc, char **argv)
 {
-	return cmd_print(argc, argv, status_help, "STATUS");
+	json_t *st = NULL;
+	bool json;
+	int ex = json_flag(argc, argv, status_help, &json);
+
+	if (ex)
+		return ex < 0 ? EXIT_OK : ex;
+	ex = api("GET", "/v1/status", NULL, &st);
+	if (ex)
+		return ex;
+	if (json)
+		print_json(st);
+	else
+		print_status(st);
+	json_decref(st);
+	return EXIT_OK;
 }
+
+static const char sandboxes_help[] =
+	"usage: sluicectl sandboxes [ID] [--json]\n"
+	"List the sandboxes attached to sluiced, or show one by id.\n";
+
+static const struct column sandbox_cols[] = {
+	{ "ID", "id", 0 },
+	{ "CGROUP", "cgroup", 0 },
+	{ "NETNS", "netns", 0 },
+	{ "POLICY", "policy", 0 },
+	{ "POLICY HASH", "policy_hash", 12 },
+	{ "CONNS", "open_connections", 0 },
+};
+
+static int cmd_sandboxes(int argc, char **argv)
+{
+	char path[32 + SB_ID_MAX];
+	const char *id = NULL;
+	bool json = false;
+	json_t *j = NULL;
+	const char *key;
+	json_t *v;
+	int ex;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(sandboxes_help, stdout);
+			return EXIT_OK;
+		} else if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!id && argv[i][0] != '-' && sb_id_valid(argv[i])) {
+			id = argv[i];
+		} else {
+			fputs(sandboxes_help, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	snprintf(path, sizeof(path), "/v1/sandboxes%s%s", id ? "/" : "", id ? id : "");
+	ex = api("GET", path, NULL, &j);
+	if (ex)
+		return ex;
+	if (json) {
+		print_json(j);
+	} else if (id) {
+		json_object_foreach(j, key, v) {
+			char *c = cell(v);
+
+			printf("%s: %s\n", key, c);
+			free(c);
+		}
+	} else if (json_array_size(json_object_get(j, "sandboxes"))) {
+		print_table(json_object_get(j, "sandboxes"), sandbox_cols,
+			    sizeof(sandbox_cols) / sizeof(sandbox_cols[0]));
+	} else {
+		printf("no sandboxes\n");
+	}
+	json_decref(j);
+	return EXIT_OK;
+}
+
+static const char sync_help[] =
+	"usage: sluicectl sync [--wait SECONDS] [--json]\n"
+	"Ask sluiced to sync from its control plane now. With --wait (0 < SECONDS <= 300),\n"
+	"return once a sync has completed and been applied, and print the applied status;\n"
+	"exit 75 when none was applied in time (the status is printed all the same).\n";
+
+static int cmd_sync(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "wait", required_argument, NULL, 'w' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct api_resp r;
+	char path[64] = "/v1/sync", *end;
+	double wait = 0;
+	bool json = false;
+	json_t *j = NULL;
+	int opt, ex;
+
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'w':
+			errno = 0;
+			wait = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(wait > 0 && wait <= 300)) {
+				fprintf(stderr, "sluicectl sync: --wait takes 0 < SECONDS <= 300\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			fputs(sync_help, stdout);
+			return EXIT_OK;
+		default:
+			return bad_option("sync", argv);
+		}
+	}
+	if (optind != argc) {
+		fputs(sync_help, stderr);
+		return EXIT_USAGE;
+	}
+	if (wait > 0)
+		snprintf(path, sizeof(path), "/v1/sync?wait=%.3f", wait);
+	/* The server answers by the deadline; allow for a slow status op. */
+	ex = api_call("POST", path, NULL, (long)wait + API_TIMEOUT_S, &r);
+	if (ex)
+		return ex;
+	if ((r.status < 200 || r.status > 299) && r.status != 504) {
+		api_print_error(&r);
+		free(r.body);
+		return EXIT_ERR;
+	}
+	ex = api_parse(&r, &j);
+	if (ex) {
+		free(r.body);
+		return ex;
+	}
+	if (json && j)
+		print_json(j);
+	if (r.status == 504) {
+		api_print_error(&r);
+		if (!json)
+			print_status(j);
+		ex = EXIT_TIMEOUT;
+	} else if (!json && wait > 0) {
+		print_status(j);
+	} else if (!json) {
+		printf("sync requested\n");
+	}
+	json_decref(j);
+	free(r.body);
+	return ex;
+}
+
+static const char ping_help[] = "usage: sluicectl ping\nCheck that sluiced answers.\n";
 
 static int cmd_ping(int argc, char **argv)
 {
-	return cmd_print(argc, argv, ping_help, "PING");
+	int ex = cmd_simple(argc, argv, ping_help);
+
+	if (ex)
+		return ex < 0 ? EXIT_OK : ex;
+	ex = api("GET", "/healthz", NULL, NULL);
+	if (ex)
+		return ex;
+	printf("pong\n");
+	return EXIT_OK;
 }
 
 static const char policy_help[] =
@@ -808,7 +1296,9 @@ static const struct {
 	{ "attach", cmd_attach, "attach sluiced to an existing cgroup (and netns)" },
 	{ "detach", cmd_detach, "detach sluiced from a sandbox" },
 	{ "env", cmd_env, "print CA environment exports for shells" },
-	{ "status", cmd_status, "print sluiced's status (JSON)" },
+	{ "status", cmd_status, "print sluiced's status and its sandboxes" },
+	{ "sandboxes", cmd_sandboxes, "list the attached sandboxes (or show one)" },
+	{ "sync", cmd_sync, "sync from the control plane (--wait: until applied)" },
 	{ "ping", cmd_ping, "check that sluiced is running" },
 	{ "policy", cmd_policy, "policy check FILE: validate a policy file" },
 	{ "reload", cmd_reload, "recompile sandbox policies from their files" },
@@ -819,10 +1309,10 @@ static void usage(FILE *out)
 	fprintf(out, "usage: sluicectl [--run-dir DIR] COMMAND [ARGS...]\n"
 		     "  --run-dir DIR  sluiced's run directory (default $SLUICE_RUN_DIR or "
 		     DEFAULT_RUN_DIR ");\n"
-		     "                 the control socket is DIR/sluiced.sock\n"
+		     "                 the management socket is DIR/sluiced.sock\n"
 		     "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "Run 'sluicectl COMMAND --help' for a command's options.\n");
 }
 
