@@ -359,6 +359,7 @@ static void conn_respond(struct mgmt_conn *conn, int status, const char *ctype, 
 	conn_flush(conn);
 }
 
+/* A JSON response; j is stolen (NULL: empty body). */
 static void conn_respond_json(struct mgmt_conn *conn, int status, json_t *j, const char *extra)
 {
 	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -382,6 +383,7 @@ static void conn_respond_json(struct mgmt_conn *conn, int status, json_t *j, con
 		conn_respond(conn, status, "application/json", "", 0, extra);
 	}
 	free(s);
+	json_decref(j);
 }
 
 /* An error response; close ends the connection after it. */
@@ -401,7 +403,6 @@ static void conn_error(struct mgmt_conn *conn, int status, const char *code, con
 		conn->close_after = true;
 	j = json_pack("{s:s, s:s}", "error", code, "message", msg);
 	conn_respond_json(conn, status, j, extra);
-	json_decref(j);
 }
 
 /* ---- calls meet connections (loop thread) ---- */
@@ -425,7 +426,6 @@ static void answer_timeout(struct mgmt_conn *conn, int wait_ms, json_t *status)
 			    json_sprintf("no sync completed and was applied within %d.%03d s",
 					 wait_ms / 1000, wait_ms % 1000));
 	conn_respond_json(conn, 504, j, NULL);
-	json_decref(j);
 }
 
 static void answer(struct mgmt_conn *conn, struct mgmt_call *c)
@@ -444,7 +444,7 @@ static void answer(struct mgmt_conn *conn, struct mgmt_call *c)
 			   c->status);
 		return;
 	}
-	conn_respond_json(conn, c->status, c->json, NULL);
+	conn_respond_json(conn, c->status, json_incref(c->json), NULL);
 }
 
 static void call_deliver(void *arg)
