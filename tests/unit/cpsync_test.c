@@ -726,8 +726,8 @@ Test(cpsync, sync_now_during_round_waits_for_next)
 	cr_assert(node_wait(&n, &n.applies, 1, 10000));
 	/* a slow round in flight, started before the change */
 	cp_fault(&cp, "slow", 600, false);
-	cr_assert_eq(cps_sync_now(c, on_synced, &w), 0);
 	snprintf(w.want, sizeof(w.want), "alice");
+	cr_assert_eq(cps_sync_now(c, on_synced, &w), 0);
 	for (int i = 0; i < 400; i++) { /* until the control plane has seen it */
 		cr_assert_eq(cp_admin(&cp, "GET", "/admin/log", NULL, r), 200);
 		if (strstr(r->buf, "\"fault\": \"slow\""))
