@@ -79,7 +79,7 @@ except Exception:
 
 NODE_CLIENT = r"""
 const https = require('https');
-const req = https.get({host: '127.0.0.1', port: +process.argv[2], servername: 'node.example.test',
+const req = https.get({host: '127.0.0.1', port: +process.argv[1], servername: 'node.example.test',
                        path: '/', rejectUnauthorized: false, timeout: 5000});
 req.on('error', () => {});
 req.on('timeout', () => req.destroy());
@@ -111,3 +111,16 @@ if __name__ == "__main__":
     for name, fn in CLIENTS:
         if not want or name in want:
             capture(name, fn)
+    # Derived: curl_h2's ClientHello re-fragmented into two handshake records
+    # (split 100 bytes into the handshake message), as a client with a small
+    # record size would send it.
+    if not want or "curl_h2_split2" in want:
+        with open(os.path.join(HERE, "curl_h2.bin"), "rb") as f:
+            rec = f.read()
+        hs = rec[5:]
+        out = b""
+        for part in (hs[:100], hs[100:]):
+            out += rec[:3] + len(part).to_bytes(2, "big") + part
+        with open(os.path.join(HERE, "curl_h2_split2.bin"), "wb") as f:
+            f.write(out)
+        print(f"curl_h2_split2: {len(out)} bytes")
