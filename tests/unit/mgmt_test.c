@@ -1026,3 +1026,87 @@ Test(mgmt, sluicectl_attach_detach, .init = e2e_setup, .fini = teardown)
 	cr_expect_str_eq(fake.detach_id, "e2e-1");
 	cr_expect_eq(sb_cgroup_remove(cg_parent), 0);
 }
+
+/* sluicectl run's plumbing (moved here from ctl_test with the switch to the
+ * management API): the sandbox the command sees, signals, cleanup. */
+static char run_parent[4200];
+
+static void run_setup(void)
+{
+	char root[4096];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root (cgroups, netns)");
+	if (access(sluicectl_path(), X_OK))
+		cr_skip_test("%s not built (set SLUICECTL)", sluicectl_path());
+	cr_assert_eq(sb_cgroup2_root(root, sizeof(root)), 0);
+	snprintf(run_parent, sizeof(run_parent), "%s/sluice-mgmt-run-%d", root, (int)getpid());
+	setup();
+}
+
+static void expect_clean(const char *id)
+{
+	char path[4400];
+
+	snprintf(path, sizeof(path), "%s/%s", run_parent, id);
+	cr_expect_eq(access(path, F_OK), -1, "cgroup %s left behind", path);
+	snprintf(path, sizeof(path), "%s/run/netns/%s", dir, id);
+	cr_expect_eq(access(path, F_OK), -1, "netns pin %s left behind", path);
+}
+
+Test(mgmt, sluicectl_run_sandbox, .init = run_setup, .fini = teardown)
+{
+	char args[8192], out[8192], marker[400];
+	double t0;
+
+	/* What the command sees: its cgroup, a netns with only lo, CA env. */
+	snprintf(args, sizeof(args),
+		 "run --id e2e-2 --cgroup-parent '%s' -- sh -c "
+		 "'cat /proc/self/cgroup; tail -n +3 /proc/net/dev | cut -d: -f1; "
+		 "echo \"ca=$SSL_CERT_FILE|$CURL_CA_BUNDLE\"'",
+		 run_parent);
+	cr_expect_eq(run_ctl(args, out, sizeof(out)), 0);
+	cr_expect_str_eq(fake.attach_id, "e2e-2");
+	cr_expect(!fake.attach_netns_null);
+	cr_expect_not_null(strstr(out, "/e2e-2\n"), "%s", out);
+	cr_expect_not_null(strstr(out, "ca=/tmp/sluice test/ca.pem|/tmp/sluice test/ca.pem\n"),
+			   "%s", out);
+	cr_expect_not_null(strstr(out, "    lo\n"), "%s", out);
+	cr_expect_null(strstr(out, "eth"), "%s", out);
+	cr_expect_str_eq(fake.detach_id, "e2e-2");
+	expect_clean("e2e-2");
+
+	/* --netns host --no-ca-env: netns null, no CA variables. */
+	unsetenv("SSL_CERT_FILE");
+	snprintf(args, sizeof(args),
+		 "run --id e2e-3 --netns host --no-ca-env --cgroup-parent '%s' -- sh -c "
+		 "'echo \"ca=${SSL_CERT_FILE-unset}\"'",
+		 run_parent);
+	cr_expect_eq(run_ctl(args, out, sizeof(out)), 0);
+	cr_expect(fake.attach_netns_null);
+	cr_expect_str_eq(out, "ca=unset\n");
+	expect_clean("e2e-3");
+
+	/* SIGTERM to sluicectl reaches the command (sh dies: 143). */
+	snprintf(args, sizeof(args),
+		 "run --id e2e-4 --cgroup-parent '%s' -- sh -c "
+		 "'sleep 30 & kill -TERM $PPID; sleep 20'",
+		 run_parent);
+	t0 = now_s();
+	cr_expect_eq(run_ctl(args, NULL, 0), 143);
+	cr_expect_lt(now_s() - t0, 5.0);
+	cr_expect_str_eq(fake.detach_id, "e2e-4");
+	expect_clean("e2e-4");
+
+	/* A refused attach: the command never runs, nothing is left. */
+	fake.attach_status = 400;
+	fake.attach_msg = "policy says no";
+	snprintf(marker, sizeof(marker), "%s/ran", dir);
+	snprintf(args, sizeof(args), "run --id e2e-5 --cgroup-parent '%s' -- touch '%s' 2>/dev/null",
+		 run_parent, marker);
+	cr_expect_eq(run_ctl(args, NULL, 0), 1);
+	cr_expect_eq(access(marker, F_OK), -1, "command ran although attach failed");
+	cr_expect_str_eq(fake.detach_id, "e2e-4");
+	expect_clean("e2e-5");
+	cr_expect_eq(rmdir(run_parent), 0, "%s", strerror(errno));
+}
