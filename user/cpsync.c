@@ -453,8 +453,8 @@ static bool response_apply(struct cps *c, json_t *root, json_t *reported, char *
 					 "'status' and 'config_hash'");
 			else if (!json_is_string(applied) ||
 				 strcmp(json_string_value(h), json_string_value(applied)))
-				snprintf(err, sizeof(err), "'unchanged' but config_hash %.80s is not "
-					 "the applied hash", json_string_value(h));
+				snprintf(err, sizeof(err), "'unchanged' but config_hash %.80s "
+					 "is not the applied hash", json_string_value(h));
 		} else if (strcmp(status, "active") && strcmp(status, "disabled") &&
 			   strcmp(status, "revoked")) {
 			snprintf(err, sizeof(err), "unknown status '%.32s'", status);
