@@ -223,10 +223,10 @@ static const char *parse_body(struct ch_cur c, struct ch_info *ci)
 	if (ver >> 8 != 3)
 		return "ClientHello version is not TLS";
 	ci->legacy_version = ver;
+	if (c.n && c.p[0] > 32)
+		return "session id longer than 32 bytes";
 	if (!cur_vec(&c, 1, &v))
 		return "session id length overflows";
-	if (v.n > 32)
-		return "session id longer than 32 bytes";
 	if (!cur_vec(&c, 2, &v))
 		return "cipher suites length overflows";
 	if (!v.n || v.n % 2)
@@ -251,6 +251,14 @@ static ssize_t fail(int err, const char *why, const char **ret_reason)
 	return -err;
 }
 
+/* More bytes are needed: more than CH_MAX_BYTES in all if len is already there. */
+static ssize_t need_more(size_t len, const char **ret_reason)
+{
+	if (len >= CH_MAX_BYTES)
+		return fail(EMSGSIZE, "ClientHello spans more than CH_MAX_BYTES", ret_reason);
+	return -EAGAIN;
+}
+
 ssize_t ch_parse(const unsigned char *buf, size_t len, struct ch_info *ret,
 		 const char **ret_reason)
 {
@@ -273,13 +281,13 @@ ssize_t ch_parse(const unsigned char *buf, size_t len, struct ch_info *ret,
 		size_t rlen, body, used = 0;
 
 		if (len - off < 1)
-			return -EAGAIN;
+			return need_more(len, ret_reason);
 		if (buf[off] != CH_CT_HANDSHAKE)
 			return fail(EINVAL, "record type is not handshake", ret_reason);
 		if (len - off >= 2 && buf[off + 1] != 3)
 			return fail(EINVAL, "record version is not TLS", ret_reason);
 		if (len - off < CH_RECORD_HEADER)
-			return -EAGAIN;
+			return need_more(len, ret_reason);
 		rlen = (size_t)buf[off + 3] << 8 | buf[off + 4];
 		if (rlen == 0)
 			return fail(EINVAL, "empty handshake record", ret_reason);
@@ -323,7 +331,7 @@ ssize_t ch_parse(const unsigned char *buf, size_t len, struct ch_info *ret,
 			break;
 		}
 		if (body < rlen)
-			return -EAGAIN;
+			return need_more(len, ret_reason);
 		off += CH_RECORD_HEADER + rlen;
 	}
 
