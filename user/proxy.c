@@ -117,7 +117,13 @@ struct proxy {
 	atomic_bool draining;
 	atomic_ulong total_conns, total_requests, refused_conns, upstream_errors, tls_handshakes;
 	atomic_ulong denied_requests, secrets_swapped, redactions, audit_dropped;
+	atomic_ulong lat_hist[16], lat_sum_us;
 };
+
+#define LAT_BUCKETS 12
+static const double lat_bounds_us[LAT_BUCKETS] = { 250, 500, 1000, 2500, 5000, 10000,
+						   25000, 50000, 100000, 250000, 1000000,
+						   5000000 };
 
 enum sess_state {
 	S_SNIFF = 1,
@@ -146,6 +152,7 @@ struct sess {
 	size_t head_reserve;
 	unsigned idle_ms, request_ms;
 	char orig_ip[INET6_ADDRSTRLEN];
+	char orig_cert_name[INET6_ADDRSTRLEN + 8]; /* as the client wrote it (v4-mapped) */
 	uint16_t orig_port;
 	bool orig_is_listener;
 
@@ -194,6 +201,13 @@ struct sess {
 
 	struct rw_req rw;       /* secret decisions and rewrites of the request */
 	struct xform rx, tx;    /* request body / response body rewriting */
+	/* request bodies when the policy has secrets: every placeholder is looked
+	 * for; the upstream is not dialled until the body is in (or the buffer is
+	 * full), so a refused body sends nothing upstream */
+	struct swap_stream *detect;
+	bool hold;
+	uint64_t body_decoded;
+	int body_fail;
 };
 
 static void sess_pump(struct sess *s);
@@ -363,6 +377,14 @@ static void sess_audit(struct sess *s, int status, const char *decision, const c
 	r.bytes_out = s->a_out;
 	r.duration_us = (uint64_t)((now.tv_sec - s->req_rt.tv_sec) * 1000000LL +
 				   (now.tv_nsec - s->req_rt.tv_nsec) / 1000);
+	{
+		unsigned b = 0;
+
+		while (b < LAT_BUCKETS && (double)r.duration_us > lat_bounds_us[b])
+			b++;
+		atomic_fetch_add(&p->lat_hist[b], 1);
+		atomic_fetch_add(&p->lat_sum_us, r.duration_us);
+	}
 	r.decision = decision;
 	r.rule = rule ? rule : "";
 	r.reason = reason ? reason : "";
@@ -569,6 +591,15 @@ static bool xform_busy(const struct xform *x) { return x->active && !x->ended; }
 
 /* ---- request side ---- */
 
+/* An IPv4-mapped IPv6 literal names an IPv4 host: dial and verify it as one. */
+static void unmap_v4(char *name, size_t len)
+{
+	struct in6_addr a;
+
+	if (strchr(name, ':') && inet_pton(AF_INET6, name, &a) == 1 && IN6_IS_ADDR_V4MAPPED(&a))
+		inet_ntop(AF_INET, &a.s6_addr[12], name, (socklen_t)len);
+}
+
 static int sess_route(struct sess *s, const struct http1_head *h, const char **ret_target,
 		      size_t *ret_target_len)
 {
@@ -677,6 +708,7 @@ static int sess_route(struct sess *s, const struct http1_head *h, const char **r
 	}
 	/* the generation is in the key: a reload (new deny set) never reuses a
 	 * connection dialled under the old one */
+	unmap_v4(s->up_name, sizeof(s->up_name));
 	snprintf(s->key, sizeof(s->key), "%s|%p|%c|%s|%u", s->sb_id, (void *)s->gen,
 		 s->up_tls ? 's' : 'p', s->up_name, s->up_port);
 	return 0;
@@ -766,6 +798,81 @@ static int sess_policy(struct sess *s, const struct http1_head *h, const char *t
 	return 0;
 }
 
+/* Get (or keep the parked) upstream connection for the request in flight. */
+static void sess_acquire(struct sess *s)
+{
+	if (s->up)
+		s->up->reused = true;
+	else
+		s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls,
+				   rw_gen_deny(s->gen), rw_gen_upstream_tls(s->gen), upstream_notify,
+				   s);
+	if (!s->up)
+		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
+}
+
+static int discard_out(void *arg, const unsigned char *p, size_t n)
+{
+	(void)arg;
+	(void)p;
+	(void)n;
+	return 0;
+}
+
+/* Decoded request body bytes: placeholder detection, then the secret swap. */
+static int req_body_cb(void *opaque, const char *at, size_t len)
+{
+	struct sess *s = opaque;
+
+	s->body_decoded += len;
+	if (s->detect &&
+	    swap_stream_feed(s->detect, (const unsigned char *)at, len, discard_out, NULL) !=
+		    (ssize_t)len)
+		return -1;
+	if (s->rx.active) {
+		if (s->rw.body_max && s->body_decoded > s->rw.body_max) {
+			s->body_fail = 413; /* chunked body over the secret's max_bytes */
+			return -1;
+		}
+		return xform_body_cb(&s->rx, at, len);
+	}
+	return 0;
+}
+
+/* Placeholders seen in the body so far; refuse when one may not go there. */
+static bool sess_body_checked(struct sess *s)
+{
+	uint64_t hits;
+
+	if (!s->detect)
+		return true;
+	if (s->req.done)
+		swap_stream_finish(s->detect, discard_out, NULL);
+	hits = swap_stream_hits(s->detect);
+	if (!hits)
+		return true;
+	rw_body_check(s->gen, s->up_name, hits, &s->rw);
+	if (!s->rw.status)
+		return true;
+	s->a_secrets |= hits;
+	atomic_fetch_add(&s->w->p->denied_requests, 1);
+	sess_fail(s, s->rw.status, s->rw.code, s->rw.pstype, s->rw.detail);
+	return false;
+}
+
+/* Release a held body: dial once it is all in, or once the buffer is full. */
+static void sess_hold_check(struct sess *s)
+{
+	if (!s->hold || s->state != S_HTTP)
+		return;
+	if (!s->req.done && buf_free_total(&s->uout) > s->head_reserve + 1024)
+		return;
+	if (!sess_body_checked(s))
+		return;
+	s->hold = false;
+	sess_acquire(s);
+}
+
 /* The request head is complete: route it and queue the upstream head. */
 static void sess_request_head(struct sess *s)
 {
@@ -841,8 +948,28 @@ static void sess_request_head(struct sess *s)
 		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
 		return;
 	}
-	s->req.body_cb = s->rx.active ? xform_body_cb : NULL;
-	s->req.body_opaque = &s->rx;
+	swap_stream_free(s->detect);
+	s->detect = NULL;
+	s->hold = false;
+	s->body_decoded = 0;
+	s->body_fail = 0;
+	if ((h->chunked || h->content_length > 0) && rw_gen_nsecrets(s->gen)) {
+		if (swap_stream_new(rw_gen_detect_set(s->gen), &s->detect) < 0) {
+			sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
+			return;
+		}
+		s->hold = true;
+		/* the client may wait for 100 before sending the body we hold */
+		{
+			size_t el;
+			const char *ev = http1_get(h, "expect", &el);
+
+			if (ev && http1_list_has(ev, el, "100-continue"))
+				buf_append(&s->cout, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		}
+	}
+	s->req.body_cb = (s->rx.active || s->detect) ? req_body_cb : NULL;
+	s->req.body_opaque = s;
 	s->is_head = h->method == HTTP_HEAD;
 	s->close_after = !h->keep_alive;
 	s->req_has_body = h->chunked || h->content_length > 0;
@@ -879,6 +1006,8 @@ static void sess_request_head(struct sess *s)
 			continue; /* the rewritten body leaves chunked */
 		if (h->f[i].name_len == 4 && strncasecmp(http1_name(h, i), "host", 4) == 0)
 			has_host = true;
+		if (s->hold && h->f[i].name_len == 6 && !strncasecmp(http1_name(h, i), "expect", 6))
+			continue; /* answered by sluice itself (100 Continue) */
 		for (unsigned k = 0; k < s->rw.nfields; k++) {
 			if (s->rw.fields[k].index == i) {
 				v = s->rw.fields[k].value;
@@ -940,14 +1069,8 @@ static void sess_request_head(struct sess *s)
 		up_release(s->up, s->up->state == UP_READY && !s->up->c.eof);
 		s->up = NULL;
 	}
-	if (s->up)
-		s->up->reused = true;
-	else
-		s->up = up_acquire(s->w->pool, s->key, s->up_name, s->up_port, s->up_tls,
-				   rw_gen_deny(s->gen), rw_gen_upstream_tls(s->gen), upstream_notify,
-				   s);
-	if (!s->up)
-		sess_fail(s, 503, "out_of_memory", "proxy_internal_error", "cannot allocate");
+	if (!s->hold)
+		sess_acquire(s);
 	log_debug("sandbox=%s %s %s://%s:%u%.*s", s->sb_id, method, s->up_tls ? "https" : "http",
 		  s->up_name, s->up_port, (int)(tlen > 200 ? 200 : tlen), target);
 }
@@ -1027,8 +1150,10 @@ static bool request_parse(struct sess *s)
 	if (!s->req_active && !s->req.head_seen)
 		s->a_in = 0;
 	room = buf_free_total(&s->uout);
-	if (room <= s->head_reserve)
+	if (room <= s->head_reserve) {
+		sess_hold_check(s);
 		return false;
+	}
 	n = s->cin.len < room - s->head_reserve ? s->cin.len : room - s->head_reserve;
 	body_phase = s->req.in_body && s->req.head_seen;
 	if (body_phase && s->rx.active) {
@@ -1043,6 +1168,14 @@ static bool request_parse(struct sess *s)
 	}
 	used = http1_feed(&s->req, buf_head(&s->cin), n, &ev);
 	if (ev == HTTP1_EV_ERROR) {
+		if (s->body_fail == 413) {
+			char why[200];
+
+			snprintf(why, sizeof(why), "request body over max_bytes (%zu) of a secret "
+				 "swapped into it", s->rw.body_max);
+			sess_fail(s, 413, "secret_body_too_large", "http_request_error", why);
+			return true;
+		}
 		if (s->req.err_status == 431)
 			sess_fail(s, 431, "header_too_large", "http_request_error",
 				  s->req.err_reason);
@@ -1050,7 +1183,7 @@ static bool request_parse(struct sess *s)
 			sess_fail(s, 400, "bad_request", "http_request_error", s->req.err_reason);
 		return true;
 	}
-	if (body_phase && used > 0 && s->up && !s->rx.active)
+	if (body_phase && used > 0 && !s->rx.active)
 		buf_append(&s->uout, buf_head(&s->cin), (size_t)used);
 	buf_consume(&s->cin, (size_t)used);
 	s->a_in += (uint64_t)used;
@@ -1066,6 +1199,9 @@ static bool request_parse(struct sess *s)
 			xform_flush(&s->rx, &s->uout);
 		}
 	}
+	if (s->detect && body_phase && !sess_body_checked(s))
+		return true; /* streamed past the hold: abort before the placeholder leaves */
+	sess_hold_check(s);
 	return used > 0 || ev != HTTP1_EV_NONE;
 }
 
@@ -1132,7 +1268,7 @@ static bool upstream_io(struct sess *s)
 		return progress;
 	if (xform_busy(&s->rx))
 		xform_flush(&s->rx, &s->uout);
-	while (s->uout.len && u->c.wr_ready) {
+	while (s->uout.len && u->c.wr_ready && !s->hold) {
 		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
 		if (n < 0) {
 			up_broken(s, "upstream reset while sending the request");
@@ -1189,17 +1325,19 @@ static void sess_response_head(struct sess *s)
 		s->close_after = s->close_after || h->needs_eof;
 	/* Real secret values never reach the sandbox: header values now, the
 	 * body through a redaction stream (then framed as chunks). */
-	nred = rw_response_headers(s->gen, h, &red, &redl);
+	nred = rw_response_headers(s->rw.resp_set ? s->rw.resp_set : rw_gen_redact_set(s->gen), h,
+				   &red, &redl);
 	if (nred < 0) {
 		sess_fail(s, 502, "out_of_memory", "proxy_internal_error", "cannot allocate");
 		return;
 	}
 	s->a_redactions += (unsigned)nred;
 	xform_end(&s->tx);
-	if (final && !switching && s->resp.in_body && rw_gen_redacts(s->gen)) {
+	if (final && !switching && s->resp.in_body && (rw_gen_redacts(s->gen) || s->rw.resp_set)) {
 		bool chunked = s->req.head.http_minor >= 1;
 
-		if (xform_start(&s->tx, rw_gen_redact_set(s->gen), NULL, rw_gen_ratio(s->gen, false),
+		if (xform_start(&s->tx, s->rw.resp_set ? s->rw.resp_set : rw_gen_redact_set(s->gen),
+				NULL, rw_gen_ratio(s->gen, false) + 1,
 				pol_limits(s->pol)->body_buffer_bytes, chunked) < 0) {
 			rw_resp_free(red, redl, h->nf);
 			sess_fail(s, 502, "out_of_memory", "proxy_internal_error", "cannot allocate");
@@ -1393,9 +1531,12 @@ static bool exchange_finish(struct sess *s)
 	s->req_done = false;
 	s->resp_done = false;
 	s->resp_head_sent = false;
-	rw_req_clear(&s->rw);
 	xform_end(&s->rx);
 	xform_end(&s->tx);
+	rw_req_clear(&s->rw);
+	swap_stream_free(s->detect);
+	s->detect = NULL;
+	s->hold = false;
 	s->req.body_cb = NULL;
 	s->resp.body_cb = NULL;
 	if (s->close_after || atomic_load(&s->w->p->draining)) {
@@ -1432,7 +1573,7 @@ static bool st_sniff(struct sess *s)
 	sess_touch(s);
 	if (b == 0x16) {
 		const char *fallback = s->via_connect ? s->connect_host
-				       : s->orig_is_listener ? NULL : s->orig_ip;
+				       : s->orig_is_listener ? NULL : s->orig_cert_name;
 		SSL *ssl = tls_server_new(s->w->p->tls, fallback);
 
 		if (!ssl) {
@@ -1607,9 +1748,10 @@ static void sess_free_mem(void *ptr)
 	struct sess *s = ptr;
 
 	free(s->apath);
-	rw_req_clear(&s->rw);
 	xform_end(&s->rx);
 	xform_end(&s->tx);
+	rw_req_clear(&s->rw);
+	swap_stream_free(s->detect);
 	if (s->retry_head)
 		explicit_bzero(s->retry_head, s->retry_head_cap);
 	buf_free(&s->cin);
@@ -1831,6 +1973,9 @@ static void sess_new(struct worker *w, int fd)
 		inet_ntop(AF_INET, orig.addr, s->orig_ip, sizeof(s->orig_ip));
 	else
 		inet_ntop(AF_INET6, orig.addr, s->orig_ip, sizeof(s->orig_ip));
+	/* a client that dialled ::ffff:a.b.c.d checks the leaf against that form */
+	snprintf(s->orig_cert_name, sizeof(s->orig_cert_name), "%s%s",
+		 (orig.flags & SLUICE_ORIG_F_V4MAPPED) ? "::ffff:" : "", s->orig_ip);
 	{
 		struct sockaddr_storage local;
 		socklen_t ll = sizeof(local);
@@ -2319,6 +2464,80 @@ int proxy_drain(struct proxy *p, unsigned timeout_ms)
 		waited += 50;
 	}
 	return (int)atomic_load(&p->open_conns);
+}
+
+unsigned proxy_sandbox_conns(struct proxy *p, const char *id)
+{
+	unsigned n = 0;
+
+	pthread_rwlock_rdlock(&p->sb_lock);
+	for (unsigned i = 0; i < p->sb_high; i++)
+		if (p->sandboxes[i] && strcmp(p->sandboxes[i]->id, id) == 0)
+			n = atomic_load(&p->sandboxes[i]->conns);
+	pthread_rwlock_unlock(&p->sb_lock);
+	return n;
+}
+
+int proxy_metrics_text(struct proxy *p, char *out, size_t len)
+{
+	size_t n = 0;
+	unsigned long dials, reuses;
+
+#define M(...) do { if (n < len) n += (size_t)snprintf(out + n, len - n, __VA_ARGS__); } while (0)
+	up_stats(&dials, &reuses);
+	M("# HELP sluice_connections_active Open client connections per sandbox.\n"
+	  "# TYPE sluice_connections_active gauge\n");
+	pthread_rwlock_rdlock(&p->sb_lock);
+	for (unsigned i = 0; i < p->sb_high; i++)
+		if (p->sandboxes[i])
+			M("sluice_connections_active{sandbox=\"%s\"} %u\n", p->sandboxes[i]->id,
+			  atomic_load(&p->sandboxes[i]->conns));
+	pthread_rwlock_unlock(&p->sb_lock);
+	M("# HELP sluice_connections_total Client connections accepted.\n"
+	  "# TYPE sluice_connections_total counter\nsluice_connections_total %lu\n"
+	  "# HELP sluice_connections_refused_total Connections closed at accept.\n"
+	  "# TYPE sluice_connections_refused_total counter\nsluice_connections_refused_total %lu\n",
+	  atomic_load(&p->total_conns), atomic_load(&p->refused_conns));
+	M("# HELP sluice_requests_total Requests by decision.\n"
+	  "# TYPE sluice_requests_total counter\n"
+	  "sluice_requests_total{decision=\"deny\"} %lu\n"
+	  "sluice_requests_total{decision=\"any\"} %lu\n",
+	  atomic_load(&p->denied_requests), atomic_load(&p->total_requests));
+	M("# HELP sluice_upstream_errors_total Requests answered 5xx by sluice.\n"
+	  "# TYPE sluice_upstream_errors_total counter\nsluice_upstream_errors_total %lu\n"
+	  "# HELP sluice_tls_handshakes_total Client TLS handshakes completed.\n"
+	  "# TYPE sluice_tls_handshakes_total counter\nsluice_tls_handshakes_total %lu\n"
+	  "# HELP sluice_upstream_dials_total New upstream connections.\n"
+	  "# TYPE sluice_upstream_dials_total counter\nsluice_upstream_dials_total %lu\n"
+	  "# HELP sluice_upstream_pool_reuses_total Upstream connections reused.\n"
+	  "# TYPE sluice_upstream_pool_reuses_total counter\nsluice_upstream_pool_reuses_total %lu\n"
+	  "# HELP sluice_secrets_swapped_total Secret placeholders replaced.\n"
+	  "# TYPE sluice_secrets_swapped_total counter\nsluice_secrets_swapped_total %lu\n"
+	  "# HELP sluice_redactions_total Real secret values redacted in responses.\n"
+	  "# TYPE sluice_redactions_total counter\nsluice_redactions_total %lu\n"
+	  "# HELP sluice_audit_dropped_total Audit records that could not be queued.\n"
+	  "# TYPE sluice_audit_dropped_total counter\nsluice_audit_dropped_total %lu\n",
+	  atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes), dials, reuses,
+	  atomic_load(&p->secrets_swapped), atomic_load(&p->redactions),
+	  atomic_load(&p->audit_dropped));
+	M("# HELP sluice_request_duration_seconds Time from request head to audit.\n"
+	  "# TYPE sluice_request_duration_seconds histogram\n");
+	{
+		unsigned long cum = 0;
+
+		for (unsigned b = 0; b < LAT_BUCKETS; b++) {
+			cum += atomic_load(&p->lat_hist[b]);
+			M("sluice_request_duration_seconds_bucket{le=\"%g\"} %lu\n",
+			  lat_bounds_us[b] / 1e6, cum);
+		}
+		cum += atomic_load(&p->lat_hist[LAT_BUCKETS]);
+		M("sluice_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n"
+		  "sluice_request_duration_seconds_sum %.6f\n"
+		  "sluice_request_duration_seconds_count %lu\n",
+		  cum, atomic_load(&p->lat_sum_us) / 1e6, cum);
+	}
+#undef M
+	return n < len ? (int)n : -ENOBUFS;
 }
 
 int proxy_status_json(struct proxy *p, char *out, size_t len)

@@ -70,6 +70,11 @@ void proxy_listener_remove(struct proxy *p, const char *owner_id);
  * number of connections still open at the deadline. */
 int proxy_drain(struct proxy *p, unsigned timeout_ms);
 
+/* Open client connections of sandbox id (0 if unknown). */
+unsigned proxy_sandbox_conns(struct proxy *p, const char *id);
+/* Prometheus text for the proxy's counters; bytes written or -ENOBUFS. */
+int proxy_metrics_text(struct proxy *p, char *out, size_t len);
+
 /* One line of JSON with counters. */
 int proxy_status_json(struct proxy *p, char *out, size_t len);
 

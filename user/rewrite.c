@@ -20,6 +20,8 @@ struct rw_gen {
 	struct swap_set *detect;        /* every placeholder -> itself, id = index */
 	struct swap_set **one;          /* per secret: placeholder -> value (NULL: unavailable) */
 	struct swap_set *redact;        /* every available value -> its placeholder */
+	struct swap_pair *red_pairs;    /* kept to build per-request sets */
+	unsigned nred;
 	size_t req_ratio, resp_ratio;
 	bool redacts;
 	struct denyset *deny;
@@ -28,6 +30,8 @@ struct rw_gen {
 };
 
 static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+static int refuse(struct rw_req *res, int status, const char *code, const char *pstype,
+		  const char *secret, const char *fmt, const char *a, const char *b);
 
 int rw_gen_new(struct pol *pol, struct rw_gen **ret_gen)
 {
@@ -95,6 +99,13 @@ int rw_gen_new(struct pol *pol, struct rw_gen **ret_gen)
 	if (r < 0)
 		goto out_free;
 	g->redacts = nred > 0;
+	g->nred = nred;
+	g->red_pairs = calloc(nred ? nred : 1, sizeof(*g->red_pairs));
+	if (!g->red_pairs) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	memcpy(g->red_pairs, red, nred * sizeof(*red)); /* point into pol: pinned by g */
 	*ret_gen = g;
 	return 0;
 
@@ -118,6 +129,7 @@ void rw_gen_unref(struct rw_gen *g)
 	free(g->one);
 	swap_set_free(g->detect);
 	swap_set_free(g->redact);
+	free(g->red_pairs);
 	ds_free(g->deny);
 	if (g->up_tls_free)
 		g->up_tls_free(g->up_tls);
@@ -150,6 +162,80 @@ size_t rw_gen_ratio(const struct rw_gen *g, bool request)
 	return request ? g->req_ratio : g->resp_ratio;
 }
 const struct swap_set *rw_gen_redact_set(const struct rw_gen *g) { return g->redact; }
+const struct swap_set *rw_gen_detect_set(const struct rw_gen *g) { return g->detect; }
+unsigned rw_gen_nsecrets(const struct rw_gen *g) { return g->n; }
+
+/* The response redaction set of one request: the generation's pairs plus the
+ * Basic tokens sluice encoded (real token -> placeholder token). */
+static int add_resp_pair(const struct rw_gen *g, struct rw_req *res, const char *real_tok,
+			 size_t rl, const char *ph_tok, size_t pl, unsigned id)
+{
+	struct swap_pair pairs[RW_MAX_SECRETS + 8];
+	unsigned n = 0;
+	struct swap_set *set;
+
+	if (g->nred + 1 > RW_MAX_SECRETS + 8 || res->nextra >= 8)
+		return 0;
+	for (unsigned i = 0; i < g->nred; i++)
+		pairs[n++] = g->red_pairs[i];
+	for (unsigned i = 0; i < res->nextra; i++)
+		pairs[n++] = (struct swap_pair){ (unsigned char *)res->extra_from[i],
+						 res->extra_from_len[i],
+						 (unsigned char *)res->extra_to[i],
+						 res->extra_to_len[i], res->extra_id[i] };
+	res->extra_from[res->nextra] = malloc(rl);
+	res->extra_to[res->nextra] = malloc(pl);
+	if (!res->extra_from[res->nextra] || !res->extra_to[res->nextra])
+		return -ENOMEM;
+	memcpy(res->extra_from[res->nextra], real_tok, rl);
+	memcpy(res->extra_to[res->nextra], ph_tok, pl);
+	res->extra_from_len[res->nextra] = rl;
+	res->extra_to_len[res->nextra] = pl;
+	res->extra_id[res->nextra] = id;
+	pairs[n++] = (struct swap_pair){ (unsigned char *)res->extra_from[res->nextra], rl,
+					 (unsigned char *)res->extra_to[res->nextra], pl, id };
+	res->nextra++;
+	if (swap_set_new(pairs, n, &set) < 0)
+		return 0; /* same token twice: the set already covers it */
+	swap_set_free(res->resp_set);
+	res->resp_set = set;
+	return 0;
+}
+
+static const char *basic_token(const char *v, size_t len, size_t *ret_len)
+{
+	size_t i = 0;
+
+	while (i < len && (v[i] == ' ' || v[i] == '\t'))
+		i++;
+	i += 5; /* "basic" */
+	while (i < len && (v[i] == ' ' || v[i] == '\t'))
+		i++;
+	*ret_len = len - i;
+	while (*ret_len && (v[i + *ret_len - 1] == ' ' || v[i + *ret_len - 1] == '\t'))
+		(*ret_len)--;
+	return v + i;
+}
+
+int rw_body_check(const struct rw_gen *g, const char *host, uint64_t mask, struct rw_req *res)
+{
+	for (unsigned k = 0; k < g->n; k++) {
+		const struct pol_secret *s = pol_secret_at(g->pol, k);
+
+		if (!(mask & (1ULL << k)))
+			continue;
+		if (!pol_secret_host_ok(g->pol, k, host))
+			return refuse(res, 403, "secret_out_of_scope", "http_request_denied", s->name,
+				      "the placeholder of secret '%s' (in the request body) may not be "
+				      "sent to %s", s->name, host);
+		if (s->nbody_types && !(res->body_mask & (1ULL << k)))
+			return refuse(res, 413, "secret_body_too_large", "http_request_error",
+				      s->name,
+				      "the body carrying secret '%s' is not rewritten (over max_bytes "
+				      "or not a listed content type) for %s", s->name, host);
+	}
+	return 0;
+}
 
 unsigned rw_secret_names(const struct rw_gen *g, uint64_t mask, const char **names, unsigned n)
 {
@@ -329,7 +415,16 @@ int rw_request(const struct rw_gen *g, const char *host, bool plaintext,
 
 				m = 0;
 				if (swap_basic_auth(g->one[k], v, vl, which, &bo, &bl, &m) == 0 && bo) {
+					size_t tl, nl2;
+					const char *t = basic_token(v, vl, &tl);
+					const char *nt = basic_token(bo, bl, &nl2);
+
 					res->swapped |= m;
+					/* the upstream may echo the token it got: redact it */
+					if (add_resp_pair(g, res, nt, nl2, t, tl, k) < 0) {
+						swap_free_secret(bo, bl);
+						return -ENOMEM;
+					}
 					if (set_field(res, i, bo, bl) < 0)
 						return -ENOMEM;
 				}
@@ -393,6 +488,9 @@ int rw_request(const struct rw_gen *g, const char *host, bool plaintext,
 			    !media_type_in(ct, ctl, s->body_types, s->nbody_types) ||
 			    (h->content_length > 0 && (size_t)h->content_length > s->body_max))
 				continue;
+			/* chunked bodies: the proxy enforces max_bytes while streaming */
+			if (!res->body_max || s->body_max < res->body_max)
+				res->body_max = s->body_max;
 			pairs[np++] = (struct swap_pair){ (const unsigned char *)s->placeholder,
 							  strlen(s->placeholder), s->value,
 							  s->value_len, k };
@@ -412,11 +510,16 @@ void rw_req_clear(struct rw_req *res)
 	if (res->target)
 		swap_free_secret(res->target, res->target_len);
 	swap_set_free(res->body_set);
+	swap_set_free(res->resp_set);
+	for (unsigned i = 0; i < res->nextra; i++) {
+		swap_free_secret(res->extra_from[i], res->extra_from_len[i]);
+		free(res->extra_to[i]);
+	}
 	memset(res, 0, sizeof(*res));
 }
 
-int rw_response_headers(const struct rw_gen *g, const struct http1_head *h, char ***ret_values,
-			size_t **ret_lens)
+int rw_response_headers(const struct swap_set *redact, const struct http1_head *h,
+			char ***ret_values, size_t **ret_lens)
 {
 	char **vals;
 	size_t *lens;
@@ -424,7 +527,7 @@ int rw_response_headers(const struct rw_gen *g, const struct http1_head *h, char
 
 	*ret_values = NULL;
 	*ret_lens = NULL;
-	if (!g->redacts || !h->nf)
+	if (!redact || !swap_set_max_from(redact) || !h->nf)
 		return 0;
 	vals = calloc(h->nf, sizeof(*vals));
 	lens = calloc(h->nf, sizeof(*lens));
@@ -439,9 +542,9 @@ int rw_response_headers(const struct rw_gen *g, const struct http1_head *h, char
 		size_t ol;
 		int r;
 
-		if (!swap_scan(g->redact, v, h->f[i].value_len))
+		if (!swap_scan(redact, v, h->f[i].value_len))
 			continue;
-		r = swap_buffer(g->redact, v, h->f[i].value_len, &out, &ol, NULL);
+		r = swap_buffer(redact, v, h->f[i].value_len, &out, &ol, NULL);
 		if (r < 0) {
 			rw_resp_free(vals, lens, h->nf);
 			return r;

@@ -81,6 +81,12 @@ struct rw_req {
 	size_t target_len;
 	struct swap_set *body_set;      /* non-NULL: stream the body through it */
 	uint64_t body_mask;
+	size_t body_max;                /* smallest max_bytes of the body secrets */
+	/* encoded forms sluice built (Basic tokens): redact them in the response */
+	struct swap_set *resp_set;      /* NULL: the generation's redaction set */
+	char *extra_from[8], *extra_to[8];
+	size_t extra_from_len[8], extra_to_len[8];
+	unsigned extra_id[8], nextra;
 	uint64_t swapped;       /* secrets replaced in the head */
 };
 
@@ -99,8 +105,15 @@ void rw_req_clear(struct rw_req *res);
  * arrays have h->nf entries, allocated here (rw_resp_free). Returns the
  * number of replacements, -ENOMEM.
  */
-int rw_response_headers(const struct rw_gen *g, const struct http1_head *h, char ***ret_values,
-			size_t **ret_lens);
+int rw_response_headers(const struct swap_set *redact, const struct http1_head *h,
+			char ***ret_values, size_t **ret_lens);
+/* The detector of every placeholder (hits = secret indexes), for bodies. */
+const struct swap_set *rw_gen_detect_set(const struct rw_gen *g);
+unsigned rw_gen_nsecrets(const struct rw_gen *g);
+/* A body carried these placeholders (mask) to host: 0 when fine, else a
+ * refusal in res (status/code/detail) — out of scope, or in scope but in a
+ * body sluice did not rewrite (over max_bytes). */
+int rw_body_check(const struct rw_gen *g, const char *host, uint64_t mask, struct rw_req *res);
 void rw_resp_free(char **values, size_t *lens, unsigned n);
 
 #endif

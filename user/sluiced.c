@@ -3,7 +3,8 @@
  * sluiced: the sluice daemon. Loads the BPF programs (bpf_loader), owns the
  * CA (tls), runs the worker loops (proxy), opens a listener inside every
  * attached sandbox's network namespace (sandbox) and answers sluicectl on the
- * control socket (ctl). Runs in the foreground; logs to stderr.
+ * management API (mgmt: HTTP + JSON on a Unix socket). Runs in the
+ * foreground; logs to stderr.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,7 +24,7 @@
 
 #include "audit.h"
 #include "bpf_loader.h"
-#include "ctl.h"
+#include "mgmt.h"
 #include "denyset.h"
 #include "nft.h"
 #include "log.h"
@@ -43,6 +44,9 @@ struct sandbox_info {
 	char netns[PATH_MAX];
 	char policy[PATH_MAX];  /* "" = the default policy */
 	char policy_hash[80];
+	unsigned generation;    /* policy generations applied (1 at attach) */
+	time_t last_reload;
+	char last_error[300];
 	uint64_t cgroup_id;
 	bool used;
 };
@@ -64,7 +68,8 @@ struct daemon {
 	struct tls *tls;
 	struct bpfl *bpfl;
 	struct proxy *proxy;
-	struct ctl_server *ctl;
+	struct mgmt *mgmt;
+	int mgmt_gid;
 	pthread_mutex_t lock;           /* sandboxes[] and host listener */
 	struct sandbox_info sandboxes[MAX_SANDBOXES];
 	bool host_listening;
@@ -104,6 +109,11 @@ static void usage(FILE *f)
 		"                        /var/log/sluice/audit.jsonl; 0600, reopened on SIGHUP)\n"
 		"  --audit-queue BYTES   audit queue before traffic waits (default 1048576)\n"
 		"  --drain-timeout S     on SIGTERM, let open requests finish this long (default 10)\n"
+		"  --mgmt-group GID      group allowed on the management socket besides root\n"
+		"\n"
+		"Management API: HTTP + JSON on RUN_DIR/sluiced.sock (docs/management-api.md);\n"
+		"SLUICE_MANAGEMENT_LISTEN=ADDR:PORT with SLUICE_MANAGEMENT_TOKEN adds a TCP\n"
+		"listener that requires that bearer token.\n"
 		"  --default-policy FILE policy for sandboxes attached without one (default: the\n"
 		"                        built-in allow-all policy: any host, no secrets)\n"
 		"\n"
@@ -439,6 +449,8 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 	snprintf(si->netns, sizeof(si->netns), "%s", netns ? netns : "");
 	snprintf(si->policy, sizeof(si->policy), "%s", policy ? policy : "");
 	snprintf(si->policy_hash, sizeof(si->policy_hash), "%s", pol_hash(rw_gen_pol(gen)));
+	si->generation = 1;
+	si->last_reload = time(NULL);
 	si->cgroup_id = cgid;
 	si->used = true;
 
@@ -517,6 +529,7 @@ static int reload_one(struct daemon *d, struct sandbox_info *si, char *out, size
 		log_error("sandbox=%s: reload refused, the previous policy keeps serving: %s", si->id,
 			  err);
 		snprintf(out, outlen, "%s", err);
+		snprintf(si->last_error, sizeof(si->last_error), "%s", err);
 		return r;
 	}
 	if (enforce_deny(d, si, gen, true, err, sizeof(err)) < 0) {
@@ -527,6 +540,9 @@ static int reload_one(struct daemon *d, struct sandbox_info *si, char *out, size
 		return -EIO;
 	}
 	proxy_sandbox_set_gen(d->proxy, si->id, gen);
+	si->generation++;
+	si->last_reload = time(NULL);
+	si->last_error[0] = 0;
 	snprintf(si->policy_hash, sizeof(si->policy_hash), "%s", pol_hash(rw_gen_pol(gen)));
 	log_info("sandbox=%s: policy reloaded: %s (%s)", si->id, pol_source(rw_gen_pol(gen)),
 		 pol_hash(rw_gen_pol(gen)));
@@ -604,70 +620,194 @@ static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
 	return 0;
 }
 
-/* ---- control socket ops ---- */
+/* ---- management API ops (run on the mgmt thread) ---- */
 
-static int op_attach(void *opaque, const char *id, const char *cgroup, const char *netns,
-		     const char *policy, char *err, size_t errlen)
+static json_t *sandbox_json(struct daemon *d, const struct sandbox_info *si)
 {
-	return do_attach(opaque, id, cgroup, netns, policy, true, err, errlen);
+	char ts[32] = "";
+	struct tm tm;
+
+	if (si->last_reload) {
+		gmtime_r(&si->last_reload, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	}
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:b, s:s?, s:s?, s:i}", "id", si->id,
+			 "cgroup", si->cgroup, "netns", si->netns[0] ? si->netns : "host", "policy",
+			 si->policy[0] ? si->policy : "default", "policy_hash", si->policy_hash,
+			 "policy_generation", (json_int_t)si->generation, "principal", "",
+			 "synced_once", true, "last_sync_at", ts[0] ? ts : NULL, "last_error",
+			 si->last_error[0] ? si->last_error : NULL, "open_connections",
+			 (json_int_t)proxy_sandbox_conns(d->proxy, si->id));
 }
 
-static int op_reload(void *opaque, const char *id, char *out, size_t outlen)
-{
-	return do_reload(opaque, id, out, outlen);
-}
-
-static int op_detach(void *opaque, const char *id, char *err, size_t errlen)
-{
-	return do_detach(opaque, id, err, errlen);
-}
-
-static int op_status(void *opaque, char *out, size_t outlen)
+static void op_status(void *opaque, struct mgmt_call *c)
 {
 	struct daemon *d = opaque;
+	char stats[2048] = "{";
+	json_t *st, *arr = json_array(), *pj;
 	unsigned long hits = 0, misses = 0;
-	size_t n;
-	bool first = true;
 
 	tls_cache_stats(d->tls, &hits, &misses);
-	n = (size_t)snprintf(out, outlen,
-			     "{\"version\":\"%s\",\"pid\":%d,\"uptime_s\":%ld,\"port\":%u,"
-			     "\"ca\":\"%s\",\"cert_cache_hits\":%lu,\"cert_cache_misses\":%lu,",
-			     SLUICE_VERSION, (int)getpid(), (long)(time(NULL) - d->started),
-			     d->port, tls_ca_path(d->tls), hits, misses);
-	if (n < outlen)
-		n += (size_t)proxy_status_json(d->proxy, out + n, outlen - n);
-	if (n < outlen)
-		n += (size_t)snprintf(out + n, outlen - n, ",\"sandbox_list\":[");
+	proxy_status_json(d->proxy, stats + 1, sizeof(stats) - 3);
+	strcat(stats, "}");
+	pj = json_loads(stats, 0, NULL);
 	pthread_mutex_lock(&d->lock);
-	for (unsigned i = 0; i < MAX_SANDBOXES && n < outlen; i++) {
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++)
+		if (d->sandboxes[i].used)
+			json_array_append_new(arr, sandbox_json(d, &d->sandboxes[i]));
+	pthread_mutex_unlock(&d->lock);
+	st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:i, s:s, s:I, s:I, s:o, s:o*}", "version",
+		       SLUICE_VERSION, "pid", (json_int_t)getpid(), "uptime_s",
+		       (json_int_t)(time(NULL) - d->started), "mode", "local", "port",
+		       (json_int_t)d->port, "dns_port", (json_int_t)d->dns_port, "ca",
+		       tls_ca_path(d->tls), "cert_cache_hits", (json_int_t)hits,
+		       "cert_cache_misses", (json_int_t)misses, "sandboxes", arr, "proxy", pj);
+	mgmt_reply(c, 200, st);
+}
+
+static void op_sandboxes(void *opaque, struct mgmt_call *c, const char *id)
+{
+	struct daemon *d = opaque;
+	json_t *arr = json_array(), *one = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
 		struct sandbox_info *si = &d->sandboxes[i];
 
 		if (!si->used)
 			continue;
-		n += (size_t)snprintf(out + n, outlen - n,
-				      "%s{\"id\":\"%s\",\"cgroup\":\"%s\",\"netns\":\"%s\","
-				      "\"policy\":\"%s\",\"policy_hash\":\"%s\"}",
-				      first ? "" : ",", si->id, si->cgroup,
-				      si->netns[0] ? si->netns : "host",
-				      si->policy[0] ? si->policy : "default", si->policy_hash);
-		first = false;
+		if (id && !strcmp(si->id, id))
+			one = sandbox_json(d, si);
+		else if (!id)
+			json_array_append_new(arr, sandbox_json(d, si));
 	}
 	pthread_mutex_unlock(&d->lock);
-	if (n < outlen)
-		n += (size_t)snprintf(out + n, outlen - n, "]}");
-	if (n >= outlen) {
-		snprintf(out, outlen, "{\"error\":\"status too large\"}");
-		return -ENOBUFS;
+	if (id) {
+		json_decref(arr);
+		if (!one)
+			mgmt_reply_error(c, 404, "unknown_sandbox", "no sandbox '%s'", id);
+		else
+			mgmt_reply(c, 200, one);
+		return;
 	}
-	return 0;
+	mgmt_reply(c, 200, json_pack("{s:o}", "sandboxes", arr));
 }
 
-static const char *op_ca_path(void *opaque)
+static void op_attach(void *opaque, struct mgmt_call *c, const json_t *body)
+{
+	struct daemon *d = opaque;
+	const char *id = json_string_value(json_object_get(body, "id"));
+	const char *cg = json_string_value(json_object_get(body, "cgroup"));
+	const char *ns = json_string_value(json_object_get(body, "netns"));
+	const char *pol = json_string_value(json_object_get(body, "policy"));
+	char err[700] = "";
+	int r;
+
+	if (!id || !cg) {
+		mgmt_reply_error(c, 400, "bad_request", "attach needs \"id\" and \"cgroup\" strings");
+		return;
+	}
+	r = do_attach(d, id, cg, ns && ns[0] ? ns : NULL, pol && pol[0] ? pol : NULL, true, err,
+		      sizeof(err));
+	if (r == -EEXIST)
+		mgmt_reply_error(c, 409, "conflict", "%s", err);
+	else if (r < 0 && strchr(err, ':') && pol && !strncmp(err, pol, strlen(pol)))
+		mgmt_reply_error(c, 400, "policy_invalid", "%s", err);
+	else if (r == -EINVAL || r == -ENOENT)
+		mgmt_reply_error(c, 400, "bad_request", "%s", err);
+	else if (r < 0)
+		mgmt_reply_error(c, 500, "attach_failed", "%s", err[0] ? err : strerror(-r));
+	else {
+		json_t *one = NULL;
+
+		pthread_mutex_lock(&d->lock);
+		if (sb_find(d, id))
+			one = sandbox_json(d, sb_find(d, id));
+		pthread_mutex_unlock(&d->lock);
+		mgmt_reply(c, 201, one);
+	}
+}
+
+static void op_detach(void *opaque, struct mgmt_call *c, const char *id)
+{
+	char err[300] = "";
+	int r = do_detach(opaque, id, err, sizeof(err));
+
+	if (r == -ENOENT)
+		mgmt_reply_error(c, 404, "unknown_sandbox", "%s", err);
+	else if (r < 0)
+		mgmt_reply_error(c, 500, "detach_failed", "%s", err);
+	else
+		mgmt_reply(c, 200, json_pack("{s:s}", "detached", id));
+}
+
+static void op_reload(void *opaque, struct mgmt_call *c, const char *id)
+{
+	char out[700] = "";
+	int r = do_reload(opaque, id, out, sizeof(out));
+
+	if (r == -ENOENT)
+		mgmt_reply_error(c, 404, "unknown_sandbox", "%s", out);
+	else if (r < 0)
+		mgmt_reply_error(c, 400, "policy_invalid", "%s", out);
+	else
+		mgmt_reply(c, 200, json_pack("{s:s}", "message", out));
+}
+
+static void op_sync(void *opaque, struct mgmt_call *c, int wait_ms)
+{
+	(void)opaque;
+	(void)wait_ms;
+	mgmt_reply_error(c, 409, "not_managed",
+			 "sluiced runs without --control-plane: nothing to sync (use reload)");
+}
+
+static void op_metrics(void *opaque, struct mgmt_call *c)
+{
+	struct daemon *d = opaque;
+	size_t cap = 1 << 20;
+	char *buf = malloc(cap);
+	int n;
+
+	if (!buf) {
+		mgmt_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	n = proxy_metrics_text(d->proxy, buf, cap);
+	if (n >= 0) {
+		unsigned long hits = 0, misses = 0;
+		struct audit_stats as = { 0 };
+
+		tls_cache_stats(d->tls, &hits, &misses);
+		audit_stats(d->audit, &as);
+		n += snprintf(buf + n, cap - (size_t)n,
+			      "# HELP sluice_cert_cache_hits_total Leaf certificate cache hits.\n"
+			      "# TYPE sluice_cert_cache_hits_total counter\n"
+			      "sluice_cert_cache_hits_total %lu\n"
+			      "# HELP sluice_cert_cache_misses_total Leaf certificates minted.\n"
+			      "# TYPE sluice_cert_cache_misses_total counter\n"
+			      "sluice_cert_cache_misses_total %lu\n"
+			      "# HELP sluice_audit_records_total Audit lines written.\n"
+			      "# TYPE sluice_audit_records_total counter\n"
+			      "sluice_audit_records_total %llu\n"
+			      "# HELP sluice_audit_write_errors_total Failed audit writes (retried).\n"
+			      "# TYPE sluice_audit_write_errors_total counter\n"
+			      "sluice_audit_write_errors_total %llu\n",
+			      hits, misses, (unsigned long long)as.records,
+			      (unsigned long long)as.write_errors);
+	}
+	if (n < 0 || (size_t)n >= cap)
+		mgmt_reply_error(c, 500, "internal", "metrics too large");
+	else
+		mgmt_reply_text(c, 200, "text/plain; version=0.0.4", buf, (size_t)n);
+	free(buf);
+}
+
+static bool op_ready(void *opaque)
 {
 	struct daemon *d = opaque;
 
-	return tls_ca_path(d->tls);
+	return d->started != 0;
 }
 
 static int restore_one(const struct sb_record *r, void *opaque)
@@ -792,6 +932,7 @@ int main(int argc, char **argv)
 		{ "audit-queue", required_argument, NULL, 'q' },
 		{ "default-policy", required_argument, NULL, 'P' },
 		{ "drain-timeout", required_argument, NULL, 'T' },
+		{ "mgmt-group", required_argument, NULL, 'G' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -799,8 +940,10 @@ int main(int argc, char **argv)
 	};
 	struct tls_opts topts = { 0 };
 	struct bpfl_opts bopts = { 0 };
-	struct ctl_ops ops = { .attach = op_attach, .detach = op_detach, .status = op_status,
-			       .ca_path = op_ca_path, .reload = op_reload };
+	struct mgmt_ops ops = { .status = op_status, .sandboxes = op_sandboxes,
+				.attach = op_attach, .detach = op_detach, .reload = op_reload,
+				.sync = op_sync, .metrics = op_metrics, .ready = op_ready };
+	struct mgmt_opts mopts = { 0 };
 	char err[512], cgroot[PATH_MAX], selfcg[PATH_MAX];
 	sigset_t sigs;
 	int c, r, sig;
@@ -816,6 +959,7 @@ int main(int argc, char **argv)
 	d->cert_cache = 1024;
 	d->audit_path = "/var/log/sluice/audit.jsonl";
 	d->drain_s = 10;
+	d->mgmt_gid = -1;
 	proxy_cfg_defaults(&d->pcfg);
 	pthread_mutex_init(&d->lock, NULL);
 
@@ -842,6 +986,7 @@ int main(int argc, char **argv)
 			break;
 		case 'P': d->default_policy = optarg; break;
 		case 'T': d->drain_s = (unsigned)parse_num("--drain-timeout", optarg, 0, 3600); break;
+		case 'G': d->mgmt_gid = (int)parse_num("--mgmt-group", optarg, 0, 1 << 30); break;
 		case 't':
 			d->pcfg.connect_timeout_ms =
 				(unsigned)parse_num("--connect-timeout", optarg, 1, 600) * 1000;
@@ -992,9 +1137,14 @@ int main(int argc, char **argv)
 	sb_record_foreach(d->run_dir, restore_one, d);
 
 	snprintf(d->sock_path, sizeof(d->sock_path), "%s/sluiced.sock", d->run_dir);
-	r = ctl_server_start(d->sock_path, &ops, d, &d->ctl);
+	mopts.unix_path = d->sock_path;
+	mopts.unix_gid = d->mgmt_gid;
+	mopts.tcp_listen = getenv("SLUICE_MANAGEMENT_LISTEN");
+	mopts.token = getenv("SLUICE_MANAGEMENT_TOKEN");
+	mopts.ca_path = tls_ca_path(d->tls);
+	r = mgmt_start(&mopts, &ops, d, &d->mgmt, err, sizeof(err));
 	if (r < 0) {
-		fprintf(stderr, "sluiced: control socket %s: %s\n", d->sock_path, strerror(-r));
+		fprintf(stderr, "sluiced: management API: %s\n", err);
 		return 1;
 	}
 	log_info("ready: version %s, %u workers, port %u, CA %s, control %s", SLUICE_VERSION,
@@ -1019,7 +1169,7 @@ int main(int argc, char **argv)
 	log_info("stopping on signal %d: draining open connections (up to %u s); attached "
 		 "sandboxes stay attached and fail closed until sluiced is back",
 		 sig, d->drain_s);
-	ctl_server_stop(d->ctl);
+	mgmt_stop(d->mgmt);
 	r = proxy_drain(d->proxy, d->drain_s * 1000u);
 	if (r > 0)
 		log_warn("drain deadline: closing %d connection(s) still open", r);

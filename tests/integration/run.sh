@@ -3,8 +3,9 @@
 #
 # Integration test runner (root). Builds the test world once (see
 # scripts/lib/topology.sh), starts build/sluiced in it, runs every
-# `test_<name>` function found in tests/integration/test_*.sh, tears
-# everything down.
+# `test_<name>` function found in tests/integration/test_*.sh and
+# tests/integration/escape/test_*.sh (the escape-vector suite; its shared
+# helpers are escape/lib.sh), tears everything down.
 #
 #   tests/integration/run.sh [NAME...]   run the tests whose name contains NAME
 #   V=1                                  stream each test's output
@@ -26,7 +27,8 @@ TIMEOUT=${SLT_TEST_TIMEOUT:-120}
 BUDGET=${SLT_SUITE_BUDGET:-600}
 START=$(date +%s)
 
-mapfile -t ALL_TESTS < <(for f in "$HERE"/test_*.sh; do
+mapfile -t ALL_TESTS < <(for f in "$HERE"/test_*.sh "$HERE"/escape/test_*.sh; do
+	[ -f "$f" ] || continue
 	sed -n 's/^\(test_[A-Za-z0-9_]*\)() *{.*/\1/p' "$f"
 done)
 TESTS=()
@@ -97,7 +99,8 @@ run_one() {
 	mkdir -p "$SLT_TMP/logs"
 	local script='
 		. "$1/env.sh"; SLT_TEST=$4; . "$2/scripts/lib/topology.sh"; . "$3/helpers.sh"
-		for f in "$3"/test_*.sh; do . "$f"; done
+		[ -f "$3/escape/lib.sh" ] && . "$3/escape/lib.sh"
+		for f in "$3"/test_*.sh "$3"/escape/test_*.sh; do [ -f "$f" ] && . "$f"; done
 		set -u
 		"$4"'
 	if [ "${V:-0}" = 1 ]; then

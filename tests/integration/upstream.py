@@ -25,6 +25,15 @@ Endpoints:
   POST|PUT /upload          read the body streaming (content-length or chunked),
                             answer {"bytes": n, "sha256": hex}
 Expect: 100-continue is honoured (http.server sends the interim response).
+
+Other services, for the escape-vector tests (tests/integration/escape/):
+  --conn-log FILE     every accepted TCP connection as a JSON line (kind=connection) in FILE,
+                      so a connection that never sends a request is still on record
+  --udp PORT          a UDP sink: every datagram is logged (kind=udp), never answered
+  --dns PORT          a DNS server (UDP and TCP) answering A/AAAA from --zone (a hosts-format
+                      file; other names NXDOMAIN, other types NOERROR with no answer); with
+                      --dns-answer ADDR every A query gets ADDR instead. Every query is
+                      logged (kind=dns: client, proto, qname, qtype, rcode)
 """
 import argparse
 import base64
@@ -46,6 +55,7 @@ MAX_KEEP = 32 << 20  # bodies kept in memory for /reflect and ?echo_body=1
 MAX_BYTES = 1 << 34
 LOG_LOCK = threading.Lock()
 LOG_FILE = None
+CONN_LOG = None
 
 
 def pattern_block(i):
@@ -71,14 +81,15 @@ def pattern_sha256(n):
     return h.hexdigest()
 
 
-def log_line(obj):
-    if LOG_FILE is None:
+def log_line(obj, f=None):
+    f = f or LOG_FILE
+    if f is None:
         return
     obj["ts"] = round(time.time(), 6)
     line = json.dumps(obj, sort_keys=True) + "\n"
     with LOG_LOCK:
-        LOG_FILE.write(line)
-        LOG_FILE.flush()
+        f.write(line)
+        f.flush()
 
 
 def plain_addr(a):
@@ -351,10 +362,14 @@ class Server(ThreadingHTTPServer):
     def finish_request(self, request, client_address):
         # Runs in the connection's own thread: the TLS handshake happens here,
         # so a slow or broken client never blocks accept().
-        if self.log_connections:
-            log_line({"kind": "connection", "client": plain_addr(client_address[0]),
-                      "client_port": client_address[1],
-                      "server_port": self.server_address[1]})
+        if self.log_connections or CONN_LOG is not None:
+            conn = {"kind": "connection", "client": plain_addr(client_address[0]),
+                    "client_port": client_address[1],
+                    "server_port": self.server_address[1]}
+            if self.log_connections:
+                log_line(dict(conn))
+            if CONN_LOG is not None:
+                log_line(conn, CONN_LOG)
         if self.tls_ctx is not None:
             request.settimeout(30)
             try:
@@ -368,6 +383,128 @@ class Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         pass  # clients going away mid-request are normal in these tests
+
+
+def family_of(addr):
+    return socket.AF_INET if ":" not in addr else socket.AF_INET6
+
+
+def bind_sock(addr, port, kind):
+    s = socket.socket(family_of(addr), kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if addr == "::":
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((addr, port))
+    return s
+
+
+def udp_sink(sock):
+    """Log every datagram; answer nothing (a QUIC server that never replies)."""
+    while True:
+        data, peer = sock.recvfrom(65535)
+        log_line({"kind": "udp", "client": plain_addr(peer[0]), "client_port": peer[1],
+                  "server_port": sock.getsockname()[1], "bytes": len(data)})
+
+
+def load_zone(path):
+    """hosts-format file -> {name: {"A": [...], "AAAA": [...]}}"""
+    zone = {}
+    if not path:
+        return zone
+    with open(path) as f:
+        for line in f:
+            w = line.split("#", 1)[0].split()
+            if len(w) < 2:
+                continue
+            t = "AAAA" if ":" in w[0] else "A"
+            for n in w[1:]:
+                zone.setdefault(n.lower().rstrip("."), {}).setdefault(t, []).append(w[0])
+    return zone
+
+
+QTYPES = {1: "A", 28: "AAAA"}
+
+
+def dns_answer(query, zone, fixed):
+    """One DNS response for query (bytes), or None for garbage. Returns (resp, qname, qtype, rcode)."""
+    if len(query) < 12:
+        return None
+    qid, _flags, qd = struct.unpack(">HHH", query[:6])
+    if qd != 1:
+        return None
+    i, labels = 12, []
+    while True:
+        if i >= len(query):
+            return None
+        n = query[i]
+        i += 1
+        if n == 0:
+            break
+        if n > 63 or i + n > len(query):
+            return None
+        labels.append(query[i:i + n].decode("ascii", "replace"))
+        i += n
+    if i + 4 > len(query):
+        return None
+    qtype, _qclass = struct.unpack(">HH", query[i:i + 4])
+    question = query[12:i + 4]
+    qname = ".".join(labels).lower()
+    tname = QTYPES.get(qtype)
+    if fixed:
+        addrs = [fixed] if tname == "A" else []
+        rcode = 0
+    elif qname in zone:
+        addrs = zone[qname].get(tname, []) if tname else []
+        rcode = 0
+    else:
+        addrs, rcode = [], 3
+    answers = b""
+    for a in addrs:
+        rdata = socket.inet_pton(socket.AF_INET if tname == "A" else socket.AF_INET6, a)
+        answers += struct.pack(">HHHIH", 0xC00C, qtype, 1, 60, len(rdata)) + rdata
+    head = struct.pack(">HHHHHH", qid, 0x8180 | rcode, 1, len(addrs), 0, 0)
+    return head + question + answers, qname, tname or str(qtype), rcode
+
+
+def dns_udp(sock, zone, fixed):
+    while True:
+        data, peer = sock.recvfrom(65535)
+        r = dns_answer(data, zone, fixed)
+        log_line({"kind": "dns", "proto": "udp", "client": plain_addr(peer[0]),
+                  "qname": r[1] if r else None, "qtype": r[2] if r else None,
+                  "rcode": r[3] if r else None})
+        if r:
+            sock.sendto(r[0], peer)
+
+
+def dns_tcp_conn(conn, peer, zone, fixed):
+    conn.settimeout(10)
+    try:
+        f = conn.makefile("rb")
+        for _ in range(64):
+            hdr = f.read(2)
+            if len(hdr) < 2:
+                break
+            data = f.read(struct.unpack(">H", hdr)[0])
+            r = dns_answer(data, zone, fixed)
+            log_line({"kind": "dns", "proto": "tcp", "client": plain_addr(peer[0]),
+                      "qname": r[1] if r else None, "qtype": r[2] if r else None,
+                      "rcode": r[3] if r else None})
+            if not r:
+                break
+            conn.sendall(struct.pack(">H", len(r[0])) + r[0])
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def dns_tcp(sock, zone, fixed):
+    sock.listen(64)
+    while True:
+        conn, peer = sock.accept()
+        threading.Thread(target=dns_tcp_conn, args=(conn, peer, zone, fixed),
+                         daemon=True).start()
 
 
 def make_tls_ctx(cert, key):
@@ -396,6 +533,13 @@ def main():
     ap.add_argument("--log", help="JSON-lines log file (appended)")
     ap.add_argument("--log-connections", action="store_true",
                     help="also log every accepted TCP connection")
+    ap.add_argument("--conn-log", help="log every accepted TCP connection to this file")
+    ap.add_argument("--udp", type=int, action="append", default=[],
+                    help="UDP sink port: log every datagram (repeatable)")
+    ap.add_argument("--dns", type=int, help="DNS server port (UDP and TCP)")
+    ap.add_argument("--zone", help="hosts-format file the DNS server answers from")
+    ap.add_argument("--dns-answer", metavar="ADDR",
+                    help="answer every A query with ADDR (a resolver that must never be asked)")
     ap.add_argument("--ready", help="file created once every port listens")
     ap.add_argument("--pattern-sha256", type=int, metavar="N",
                     help="print the sha256 of /bytes/N and exit")
@@ -404,18 +548,33 @@ def main():
     if a.pattern_sha256 is not None:
         print(pattern_sha256(a.pattern_sha256))
         return 0
-    if not a.http and not a.https:
-        ap.error("nothing to serve: give --http and/or --https")
+    if not a.http and not a.https and not a.udp and not a.dns:
+        ap.error("nothing to serve: give --http, --https, --udp and/or --dns")
 
-    global LOG_FILE
+    global LOG_FILE, CONN_LOG
     if a.log:
         LOG_FILE = open(a.log, "a", buffering=1)
+    if a.conn_log:
+        CONN_LOG = open(a.conn_log, "a", buffering=1)
     tls_ctx = make_tls_ctx(a.cert, a.key) if a.https else None
     servers = []
     for addr in a.bind or ["::"]:
         servers += [Server(addr, p, None, a.log_connections) for p in a.http]
         servers += [Server(addr, p, tls_ctx, a.log_connections) for p in a.https]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    zone = load_zone(a.zone)
+    for addr in a.bind or ["::"]:
+        for p in a.udp:
+            threads.append(threading.Thread(target=udp_sink,
+                                            args=(bind_sock(addr, p, socket.SOCK_DGRAM),),
+                                            daemon=True))
+        if a.dns:
+            threads.append(threading.Thread(
+                target=dns_udp, args=(bind_sock(addr, a.dns, socket.SOCK_DGRAM), zone,
+                                      a.dns_answer), daemon=True))
+            threads.append(threading.Thread(
+                target=dns_tcp, args=(bind_sock(addr, a.dns, socket.SOCK_STREAM), zone,
+                                      a.dns_answer), daemon=True))
     for t in threads:
         t.start()
     if a.ready:

@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: MIT
+# shellcheck shell=bash
+#
+# Escape vectors over UDP: QUIC (UDP 443) and DNS. The cgroup sendmsg and
+# connect programs refuse every datagram except DNS (EACCES), and send every
+# DNS query, whatever resolver it names, to sluiced's DNS listener, which
+# forwards it to sluiced's --dns-resolver (the test DNS server at
+# 198.18.X.4). recvmsg restores the resolver's address as the answer's
+# source, so stub resolvers accept it. The "foreign" resolver at 198.18.X.5
+# answers every A query with 198.18.X.6: that answer must never be seen, and
+# its log must stay empty.
+
+# UDP 443 (QUIC), sendto and connect()+send, v4 and v6: EACCES, nothing
+# sent (the upstream runs a UDP sink on 443 that logs every datagram). QUIC
+# clients fall back to TCP, which is intercepted.
+test_escape_udp_443() {
+	local a mode r
+	esc_snap
+	for a in "$SLT_UP4" "$SLT_UP6" "::ffff:$SLT_UP4"; do
+		for mode in "" --connect; do
+			r=$(sbx_run -- "${PROBE[@]}" udp "$a" 443 $mode 2>&1)
+			note "UDP to [$a]:443 ${mode:-sendto} -> $r"
+			assert_eq "$r" EACCES "UDP [$a]:443 ${mode:-sendto}"
+		done
+	done
+	# Other UDP too (NTP, a random port).
+	r=$(sbx_run -- "${PROBE[@]}" udp "$SLT_UP4" 123 2>&1)
+	assert_eq "$r" EACCES "UDP to :123"
+	if sbx_run -- curl --version 2>/dev/null | grep -qw HTTP3; then
+		local m
+		m=$(mark quic)
+		sbx_run -- curl -sS --http3 --max-time 10 -o /dev/null "https://upstream.test/echo?id=$m" \
+			2>"$W/h3.err"
+		note "curl --http3: $(cat "$W/h3.err")"
+		assert_via_sluiced "$m"
+	else
+		note "curl has no HTTP/3 support here: only the socket-level refusal is tested"
+	fi
+	assert_hosts_untouched "UDP 443"
+	[ -z "$(esc_new up | jq -r 'select(.kind == "udp")')" ] ||
+		fail "the upstream's UDP sink received a datagram"
+}
+
+# DNS to a foreign resolver over UDP and TCP (v4 and v6): answered, with the
+# foreign resolver as the source, by sluiced's path (the test DNS server saw
+# the query from the gateway); the foreign resolver saw nothing.
+test_escape_dns_foreign_resolver() {
+	local srv proto r n
+	esc_snap
+	for srv in "$SLT_FOREIGN4" "$SLT_FOREIGN6"; do
+		for proto in "" --tcp; do
+			r=$(sbx_run -- "${PROBE[@]}" dns "$srv" upstream.test $proto 2>&1)
+			note "A upstream.test @$srv ${proto:-udp} -> $r"
+			assert_eq "$r" "rcode 0 from $srv answers $SLT_UP4" "answer via $srv ${proto:-udp}"
+		done
+	done
+	# A name only the foreign resolver would answer: NXDOMAIN from ours.
+	r=$(sbx_run -- "${PROBE[@]}" dns "$SLT_FOREIGN4" only-foreign.test 2>&1)
+	assert_eq "$r" "rcode 3 from $SLT_FOREIGN4 answers -" "a name our resolver does not know"
+	# The libc resolver (getent) with a resolv.conf naming the foreign
+	# resolver and a hosts file without the test names. `sluicectl run`
+	# offers no resolv.conf and its command may not mount, so this runs in a
+	# sandbox attached with `sluicectl attach` (test's own cgroup + netns).
+	printf 'nameserver %s\noptions timeout:2 attempts:1\n' "$SLT_FOREIGN4" >"$W/resolv.conf"
+	printf '127.0.0.1 localhost\n' >"$W/hosts"
+	trap esc_att_down EXIT
+	esc_att_up
+	r=$(timeout -k 2 20 nsenter --net="/run/netns/$ESC_ATT_NS" sh -c \
+		'echo $$ >"$0/cgroup.procs" && exec unshare -m --propagation private sh -c \
+		"mount --bind \"\$0\" /etc/resolv.conf && mount --bind \"\$1\" /etc/hosts && exec getent hosts api.example.test" "$1" "$2"' \
+		"$ESC_ATT_CG" "$W/resolv.conf" "$W/hosts" 2>&1)
+	note "getent hosts api.example.test (resolv.conf: $SLT_FOREIGN4) -> $(echo "$r" | head -n 1)"
+	assert_eq "$(echo "$r" | awk 'NR == 1 {print $1}')" "$SLT_UP4" "getent via the foreign resolver"
+	esc_att_down
+	assert_untouched foreign "DNS to a foreign resolver"
+	n=$(esc_new dns | jq -r --arg gw "$SLT_GW4" 'select(.client == $gw and .qname == "upstream.test") | .proto' |
+		sort | uniq -c | tr -s ' \n' ' ')
+	note "queries the test DNS server got from sluiced: $n"
+	[ "$(esc_new dns | jq -r --arg gw "$SLT_GW4" 'select(.client != $gw) | .client')" = "" ] ||
+		fail "the test DNS server got a query from something other than sluiced"
+	[ "$(esc_new dns | jq -r 'select(.qname == "upstream.test")' | jq -s length)" -ge 4 ] ||
+		fail "the test DNS server did not see the forwarded queries"
+}
+
+# dns: {mode: allowlist}: names outside the policy's hosts get NXDOMAIN from
+# sluiced (over UDP and TCP, whatever resolver was asked), never reach any
+# resolver, and leave an audit line of kind "dns"; allowed names resolve.
+test_escape_dns_denied_name() {
+	local r n
+	cat >"$W/pol.yaml" <<EOP
+version: 1
+allow:
+  - name: only-upstream
+    host: upstream.test
+dns:
+  mode: allowlist
+EOP
+	esc_snap
+	r=$(sbx_run --policy "$W/pol.yaml" -- "${PROBE[@]}" dns "$SLT_FOREIGN4" upstream.test 2>&1)
+	assert_eq "$r" "rcode 0 from $SLT_FOREIGN4 answers $SLT_UP4" "an allowed name"
+	r=$(sbx_run --policy "$W/pol.yaml" -- "${PROBE[@]}" dns "$SLT_FOREIGN4" api.example.test 2>&1)
+	note "denied name over UDP -> $r"
+	assert_eq "$r" "rcode 3 from $SLT_FOREIGN4 answers -" "a denied name over UDP"
+	r=$(sbx_run --policy "$W/pol.yaml" -- "${PROBE[@]}" dns "$SLT_FOREIGN4" other.example.test \
+		--tcp 2>&1)
+	note "denied name over TCP -> $r"
+	assert_eq "$r" "rcode 3 from $SLT_FOREIGN4 answers -" "a denied name over TCP"
+	r=$(sbx_run --policy "$W/pol.yaml" -- "${PROBE[@]}" dns 10.53.0.1 api.example.test 2>&1)
+	assert_eq "$r" "rcode 3 from 10.53.0.1 answers -" "a denied name to a resolver in a private range"
+	sleep 0.5 # the audit writer is asynchronous
+	esc_new audit | jq -c 'select(.kind == "dns")' >"$W/dns.audit"
+	cat "$W/dns.audit" >&2
+	for n in api.example.test other.example.test; do
+		jq -s -e --arg n "$n" 'any(.[]; .host == $n and .decision == "deny")' "$W/dns.audit" \
+			>/dev/null || fail "no audit line of kind dns denying $n"
+	done
+	jq -s -e 'any(.[]; .host == "upstream.test" and .decision == "allow")' "$W/dns.audit" \
+		>/dev/null ||
+		fail "no audit line of kind dns allowing upstream.test"
+	[ -z "$(esc_new dns | jq -r 'select(.qname != "upstream.test") | .qname')" ] ||
+		fail "a denied name reached the test DNS server: $(esc_new dns)"
+	assert_untouched foreign md "DNS allowlist"
+}
