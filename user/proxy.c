@@ -16,6 +16,7 @@
 #include "audit.h"
 #include "bpf_loader.h"
 #include "buf.h"
+#include "clienthello.h"
 #include "conn.h"
 #include "dns.h"
 #include "http1.h"
@@ -157,6 +158,8 @@ struct sess {
 	bool orig_is_listener;
 
 	bool tls;
+	bool passthrough;       /* spliced without decryption (policy passthrough) */
+	bool peek_wait;         /* ClientHello incomplete: wait for more (edge-triggered) */
 	bool have_sni;
 	bool sni_mismatch;
 	char sni[256];
@@ -391,7 +394,15 @@ static void sess_audit(struct sess *s, int status, const char *decision, const c
 	r.nsecrets = s->gen ? rw_secret_names(s->gen, s->a_secrets, names, 64) : 0;
 	r.secrets = names;
 	r.redactions = s->a_redactions;
-	r.tls_mode = s->tls ? "mitm" : "none";
+	r.tls_mode = s->passthrough ? "passthrough" : s->tls ? "mitm" : "none";
+	if (s->passthrough) {
+		r.kind = "connection";
+		r.method = "";
+		r.scheme = "https";
+		r.path = "";
+		if (!strcmp(decision, "allow"))
+			r.decision = "passthrough";
+	}
 	r.upstream_addr = upaddr;
 	cap = audit_line_bound(&r);
 	line = malloc(cap);
@@ -1549,6 +1560,55 @@ static bool exchange_finish(struct sess *s)
 
 /* ---- states ---- */
 
+/*
+ * A policy passthrough host: read the ClientHello without consuming it
+ * (MSG_PEEK), and when its SNI is marked passthrough, dial the upstream and
+ * splice bytes both ways undecrypted. Returns 1 spliced, 0 terminate TLS as
+ * usual, -1 wait for more of the ClientHello.
+ */
+static int sess_try_passthrough(struct sess *s)
+{
+	unsigned char buf[CH_MAX_BYTES];
+	const struct pol_rule *rule = NULL;
+	const char *reason = NULL;
+	struct ch_info ci;
+	ssize_t n = recv(s->c.fd, buf, sizeof(buf), MSG_PEEK);
+	ssize_t r;
+	uint16_t port;
+
+	if (n <= 0)
+		return 0;
+	r = ch_parse(buf, (size_t)n, &ci, &reason);
+	if (r == -EAGAIN) {
+		s->peek_wait = true; /* edge-triggered until more bytes arrive */
+		return -1;
+	}
+	s->peek_wait = false;
+	if (r < 0 || !ci.has_sni)
+		return 0; /* let OpenSSL answer a bad hello with an alert */
+	port = s->via_connect ? s->connect_port : s->orig_port;
+	if (pol_match_conn(s->pol, ci.sni, port, &rule) != POL_PASSTHROUGH)
+		return 0;
+	s->passthrough = true;
+	s->req_active = true;
+	s->audited = false;
+	clock_gettime(CLOCK_REALTIME, &s->req_rt);
+	snprintf(s->method, sizeof(s->method), "%s", "");
+	snprintf(s->up_name, sizeof(s->up_name), "%s", ci.sni);
+	s->up_port = port;
+	s->up_tls = true;
+	s->a_rule = rule ? pol_rule_name(rule) : "";
+	s->up = up_acquire(s->w->pool, "", s->up_name, s->up_port, false, rw_gen_deny(s->gen), NULL,
+			   upstream_notify, s);
+	if (!s->up) {
+		s->dead = true;
+		return 1;
+	}
+	s->state = S_TUNNEL;
+	log_debug("sandbox=%s passthrough %s:%u (rule %s)", s->sb_id, s->up_name, port, s->a_rule);
+	return 1;
+}
+
 static bool st_sniff(struct sess *s)
 {
 	unsigned char b;
@@ -1571,6 +1631,14 @@ static bool st_sniff(struct sess *s)
 	if (n < 0)
 		return false;
 	sess_touch(s);
+	if (b == 0x16 && pol_npassthrough(s->pol) > 0) {
+		int pt = sess_try_passthrough(s);
+
+		if (pt < 0)
+			return false;   /* waiting for the rest of the ClientHello */
+		if (pt > 0)
+			return true;    /* spliced */
+	}
 	if (b == 0x16) {
 		const char *fallback = s->via_connect ? s->connect_host
 				       : s->orig_is_listener ? NULL : s->orig_cert_name;
@@ -1669,6 +1737,20 @@ static bool st_tunnel(struct sess *s)
 	bool p = false;
 	ssize_t n;
 
+	if (u && s->passthrough && u->state != UP_READY) {
+		enum up_state before = u->state;
+
+		if (u->state == UP_CONNECTING)
+			up_progress(u);
+		if (u->state == UP_FAILED) {
+			sess_audit(s, 0, u->fail_status == 403 ? "deny" : "error", s->a_rule,
+				   u->fail_code);
+			s->dead = true;
+			return false;
+		}
+		if (u->state != UP_READY)
+			return u->state != before;
+	}
 	if (!u || u->state != UP_READY) {
 		s->dead = true;
 		return false;
@@ -1679,6 +1761,7 @@ static bool st_tunnel(struct sess *s)
 
 		buf_append(&s->uout, buf_head(&s->cin), m);
 		buf_consume(&s->cin, m);
+		s->a_in += m;
 	}
 	if (conn_can_read(&u->c) && buf_space(&s->uin)) {
 		n = conn_read(&u->c, buf_tail(&s->uin), buf_space(&s->uin));
@@ -1695,6 +1778,7 @@ static bool st_tunnel(struct sess *s)
 
 		buf_append(&s->cout, buf_head(&s->uin), m);
 		buf_consume(&s->uin, m);
+		s->a_out += m;
 	}
 	while (s->uout.len && u->c.wr_ready) {
 		n = conn_write(&u->c, buf_head(&s->uout), s->uout.len);
@@ -1768,7 +1852,9 @@ static void sess_destroy(struct sess *s)
 {
 	struct worker *w = s->w;
 
-	if (s->req_active && !s->audited)
+	if (s->passthrough && !s->audited)
+		sess_audit(s, 0, "allow", s->a_rule, "spliced");
+	else if (s->req_active && !s->audited)
 		sess_audit(s, s->resp_head_sent ? s->a_status : 0, "error", s->a_rule,
 			   s->c.eof ? "client_closed" : "connection_aborted");
 	if (s->sbx)
@@ -1805,7 +1891,7 @@ static void sess_set_events(struct sess *s)
 
 	switch (s->state) {
 	case S_SNIFF:
-		ev = EPOLLIN;
+		ev = EPOLLIN | (s->peek_wait ? EPOLLET : 0);
 		break;
 	case S_HANDSHAKE:
 		ev = s->c.want ? s->c.want : EPOLLIN;
