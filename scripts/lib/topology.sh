@@ -19,8 +19,15 @@
 #          + 2001:db8:5c:X::1/64, veth gw-md 198.19.X.1/30, route
 #          169.254.169.254/32 and fd00:ec2::254/128 via the metadata netns.
 #   <P>up  "internet": upstream.py on :443 (TLS, test CA) and :80 at 198.18.X.2 /
-#          2001:db8:5c:X::2; 198.18.X.3 is assigned too but nothing listens
-#          there (a down upstream answers RST at once).
+#          2001:db8:5c:X::2 (requests in $SLT_UP_LOG, every TCP connection in
+#          $SLT_UP_CONN_LOG, a UDP sink on :443 logging datagrams to $SLT_UP_LOG);
+#          198.18.X.3 is assigned too but nothing listens there (a down
+#          upstream answers RST at once). The test DNS server at 198.18.X.4:53
+#          (UDP+TCP, answers from $SLT_DNS_ZONE, logs every query to
+#          $SLT_DNS_LOG) is sluiced's --dns-resolver; a "foreign" resolver at
+#          198.18.X.5 / 2001:db8:5c:X::5 answers every A query with 198.18.X.6
+#          and logs to $SLT_FOREIGN_LOG: sandboxes that ask it must be answered
+#          by sluiced's path instead, so its log stays empty.
 #   <P>md  fake cloud metadata at 169.254.169.254 and fd00:ec2::254 (:80, :443), logging every
 #          TCP connection it accepts to $SLT_MD_LOG.
 #   sandboxes: `sluicectl run` makes a netns with only loopback; clients see
@@ -109,6 +116,10 @@ topo_init() {
 	SLT_GW4=198.18.$SLT_X.1
 	SLT_UP4=198.18.$SLT_X.2
 	SLT_DOWN4=198.18.$SLT_X.3
+	SLT_DNS4=198.18.$SLT_X.4
+	SLT_FOREIGN4=198.18.$SLT_X.5
+	SLT_FOREIGN6=2001:db8:5c:$SLT_X::5
+	SLT_FOREIGN_ANSWER4=198.18.$SLT_X.6
 	SLT_GW6=2001:db8:5c:$SLT_X::1
 	SLT_UP6=2001:db8:5c:$SLT_X::2
 	SLT_GWMD4=198.19.$SLT_X.1
@@ -134,6 +145,10 @@ topo_init() {
 	SLT_INHOSTS=$SLT_TMP/inhosts.sh
 	SLT_UP_LOG=$SLT_TMP/upstream.log
 	SLT_MD_LOG=$SLT_TMP/metadata.log
+	SLT_UP_CONN_LOG=$SLT_TMP/upstream-conn.log
+	SLT_DNS_LOG=$SLT_TMP/dns.log
+	SLT_FOREIGN_LOG=$SLT_TMP/dns-foreign.log
+	SLT_DNS_ZONE=$SLT_TMP/dns.zone
 	SLT_SLUICED_LOG=$SLT_TMP/sluiced.log
 	SLT_PIDS=$SLT_TMP/pids
 	# Names the upstream certificate covers and sluiced resolves to the upstream.
@@ -211,17 +226,27 @@ topo_certs() {
 topo_hosts() {
 	# sluiced's own resolution: the upstream names → the upstream's v4 address;
 	# v6.upstream.test → its v6 address; down.test → an address with no listener.
+	# rebind.test / rebind6.test → the metadata address: a name an attacker
+	# points at metadata after the sandbox resolved it to something harmless
+	# (DNS rebinding); sluiced must refuse the dial.
 	{
 		echo "$SLT_UP4 $SLT_NAMES"
 		echo "$SLT_UP6 v6.upstream.test"
 		echo "$SLT_DOWN4 down.test"
+		echo "$SLT_META4 rebind.test"
+		echo "$SLT_META6 rebind6.test"
 	} >"$SLT_SLUICED_HOSTS"
+	# What the test DNS server (sluiced's --dns-resolver) answers.
+	{
+		echo "$SLT_UP4 $SLT_NAMES"
+		echo "$SLT_UP6 upstream.test v6.upstream.test"
+	} >"$SLT_DNS_ZONE"
 	# What clients in a sandbox see (via sbx_run's private /etc/hosts). Any
 	# address would do: the connect is redirected to sluiced either way.
 	{
 		echo "127.0.0.1 localhost"
 		echo "::1 localhost ip6-localhost"
-		echo "$SLT_UP4 $SLT_NAMES v6.upstream.test down.test"
+		echo "$SLT_UP4 $SLT_NAMES v6.upstream.test down.test rebind.test rebind6.test"
 	} >"$SLT_CLIENT_HOSTS"
 	cat >"$SLT_INHOSTS" <<'EOF'
 #!/bin/sh
@@ -264,7 +289,10 @@ topo_net() {
 		ip -n "$SLT_GW_NS" -6 route add "$SLT_META6/128" via "$SLT_MD6" || return 1
 	ip -n "$SLT_UP_NS" addr add "$SLT_UP4/29" dev up-gw &&
 		ip -n "$SLT_UP_NS" addr add "$SLT_DOWN4/29" dev up-gw &&
+		ip -n "$SLT_UP_NS" addr add "$SLT_DNS4/29" dev up-gw &&
+		ip -n "$SLT_UP_NS" addr add "$SLT_FOREIGN4/29" dev up-gw &&
 		ip -n "$SLT_UP_NS" addr add "$SLT_UP6/64" dev up-gw nodad &&
+		ip -n "$SLT_UP_NS" addr add "$SLT_FOREIGN6/64" dev up-gw nodad &&
 		ip -n "$SLT_UP_NS" link set up-gw up &&
 		ip -n "$SLT_UP_NS" route add default via "$SLT_GW4" &&
 		ip -n "$SLT_UP_NS" -6 route add default via "$SLT_GW6" || return 1
@@ -280,18 +308,26 @@ topo_net() {
 topo_services() {
 	: >"$SLT_UP_LOG"
 	: >"$SLT_MD_LOG"
-	rm -f "$SLT_TMP/upstream.ready" "$SLT_TMP/metadata.ready"
+	rm -f "$SLT_TMP/upstream.ready" "$SLT_TMP/metadata.ready" "$SLT_TMP/dns.ready" \
+		"$SLT_TMP/dns-foreign.ready"
 	# Bound to .2 and ::2 only: nothing must listen on $SLT_DOWN4.
 	slt_spawn_in "$SLT_UP_NSPATH" upstream "$SLT_PY" "$SLT_UPSTREAM_PY" --https 443 --http 80 \
-		--bind "$SLT_UP4" --bind "$SLT_UP6" \
+		--udp 443 --bind "$SLT_UP4" --bind "$SLT_UP6" \
 		--cert "$SLT_SRV_CERT" --key "$SLT_SRV_KEY" --log "$SLT_UP_LOG" \
-		--ready "$SLT_TMP/upstream.ready"
+		--conn-log "$SLT_UP_CONN_LOG" --ready "$SLT_TMP/upstream.ready"
+	slt_spawn_in "$SLT_UP_NSPATH" dns "$SLT_PY" "$SLT_UPSTREAM_PY" --dns 53 --bind "$SLT_DNS4" \
+		--zone "$SLT_DNS_ZONE" --log "$SLT_DNS_LOG" --ready "$SLT_TMP/dns.ready"
+	slt_spawn_in "$SLT_UP_NSPATH" dns-foreign "$SLT_PY" "$SLT_UPSTREAM_PY" --dns 53 \
+		--bind "$SLT_FOREIGN4" --bind "$SLT_FOREIGN6" --dns-answer "$SLT_FOREIGN_ANSWER4" \
+		--log "$SLT_FOREIGN_LOG" --ready "$SLT_TMP/dns-foreign.ready"
 	slt_spawn_in "$SLT_MD_NSPATH" metadata "$SLT_PY" "$SLT_UPSTREAM_PY" --https 443 --http 80 \
 		--cert "$SLT_SRV_CERT" --key "$SLT_SRV_KEY" --log "$SLT_MD_LOG" --log-connections \
 		--ready "$SLT_TMP/metadata.ready"
-	slt_retry 100 0.1 test -e "$SLT_TMP/upstream.ready" -a -e "$SLT_TMP/metadata.ready" || {
-		slt_log "upstream/metadata servers did not start:"
-		cat "$SLT_TMP/upstream.out" "$SLT_TMP/metadata.out" >&2
+	slt_retry 100 0.1 test -e "$SLT_TMP/upstream.ready" -a -e "$SLT_TMP/metadata.ready" \
+		-a -e "$SLT_TMP/dns.ready" -a -e "$SLT_TMP/dns-foreign.ready" || {
+		slt_log "upstream/metadata/DNS servers did not start:"
+		cat "$SLT_TMP/upstream.out" "$SLT_TMP/metadata.out" "$SLT_TMP/dns.out" \
+			"$SLT_TMP/dns-foreign.out" >&2
 		return 1
 	}
 	# The gateway (sluiced's netns) must reach the upstream over v4 and v6.
@@ -307,6 +343,28 @@ topo_services() {
 	nsenter --net="$SLT_GW_NSPATH" curl -sS -g -o /dev/null --max-time 5 \
 		"http://[$SLT_META6]/_probe" || return 1
 	: >"$SLT_MD_LOG"
+	# Both resolvers answer from the gateway (so "the foreign one logged
+	# nothing" means it was not asked); then their logs start empty.
+	slt_dns_probe "$SLT_DNS4" "$SLT_UP4" || return 1
+	slt_dns_probe "$SLT_FOREIGN4" "$SLT_FOREIGN_ANSWER4" || return 1
+	: >"$SLT_DNS_LOG"
+	: >"$SLT_FOREIGN_LOG"
+	: >"$SLT_UP_CONN_LOG"
+}
+
+# slt_dns_probe SERVER WANT: from the gateway netns, an A query for
+# upstream.test to SERVER:53 over UDP must be answered with WANT.
+slt_dns_probe() {
+	local got
+	got=$(timeout 5 nsenter --net="$SLT_GW_NSPATH" "$SLT_PY" -c '
+import socket, struct, sys
+q = struct.pack(">HHHHHH", 0x5151, 0x0100, 1, 0, 0, 0) + b"\x08upstream\x04test\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, (sys.argv[1], 53))
+r = s.recv(512)
+print(socket.inet_ntoa(r[-4:]) if struct.unpack(">H", r[6:8])[0] else "none")' "$1" 2>&1)
+	[ "$got" = "$2" ] || { slt_log "DNS probe of $1: expected $2, got: $got"; return 1; }
 }
 
 topo_up() {
@@ -342,7 +400,7 @@ sluiced_start() {
 	setsid nsenter --net="$SLT_GW_NSPATH" "$SLT_SLUICED" \
 		--state-dir "$SLT_STATE" --run-dir "$SLT_RUN" --bpf-pin-dir "$SLT_BPF" \
 		--port "$SLT_PORT" --upstream-ca "$SLT_CA" --hosts "$SLT_SLUICED_HOSTS" \
-		--cgroup "$SLT_CG_SLUICED" --audit-log "$SLT_TMP/audit.jsonl" --dns-resolver "$SLT_UP4:53" ${SLUICED_ARGS:-} "$@" \
+		--cgroup "$SLT_CG_SLUICED" --audit-log "$SLT_TMP/audit.jsonl" --dns-resolver "$SLT_DNS4:53" ${SLUICED_ARGS:-} "$@" \
 		>>"$SLT_SLUICED_LOG" 2>&1 </dev/null &
 	pid=$!
 	disown "$pid" 2>/dev/null # tests SIGKILL it: no job notice

@@ -42,8 +42,8 @@ test_escape_v4mapped_literal() {
 	# TLS: -k because the leaf's IP SAN is checked separately
 	# (test_escape_v4mapped_literal_cert); here only interception matters.
 	# The answer is either the upstream's (200, relayed) or one sluiced wrote
-	# itself (today 502 upstream_tls_failed: see the _cert test); never a
-	# direct connection.
+	# itself (a certificate problem, see the _cert test); never a direct
+	# connection.
 	local code
 	m=$(mark v4mappedtls)
 	code=$(sbx_run -- curl -sS -k -g -v --max-time 10 -o "$W/vmt.out" -w '%{http_code}' \
@@ -63,18 +63,16 @@ test_escape_v4mapped_literal() {
 # Not an escape, an interoperability check found by the test above: a client
 # that connects to https://[::ffff:a.b.c.d]/ verifies the leaf against the
 # IPv6 form of the address, so the minted leaf needs an IP SAN for
-# ::ffff:a.b.c.d (as well as a.b.c.d), and sluiced must verify the upstream
-# against the IPv4 address it dials. Fails today on both counts: the leaf
-# carries only a.b.c.d (curl: "subjectAltName does not match"), and with -k
-# the upstream check fails (502 upstream_tls_failed, "IP address mismatch":
-# the upstream certificate has IP:a.b.c.d, sluiced checks ::ffff:a.b.c.d).
+# ::ffff:a.b.c.d, and sluiced must verify the upstream against the IPv4
+# address it dials. (Both were wrong until 04493e0: the leaf carried only
+# a.b.c.d, and the upstream was checked against ::ffff:a.b.c.d, 502.)
 test_escape_v4mapped_literal_cert() {
 	local m
 	m=$(mark v4mappedcert)
 	sbx_run -- curl -sS -g -v --max-time 10 -o "$W/vc.out" \
 		"https://[::ffff:$SLT_UP4]/echo?id=$m" 2>"$W/vc.err" || {
 		grep -E 'subject:|subjectAltName|curl: \(' "$W/vc.err" >&2
-		fail "curl refused sluice's leaf for [::ffff:$SLT_UP4] (finding: no IP SAN for the v4-mapped form)"
+		fail "curl refused sluice's leaf for [::ffff:$SLT_UP4] (no IP SAN for the v4-mapped form?)"
 	}
 	assert_via_sluiced "$m"
 }
