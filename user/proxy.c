@@ -369,7 +369,7 @@ static void sess_audit(struct sess *s, int status, const char *decision, const c
 	r.time = s->req_rt;
 	r.sandbox = s->sb_id;
 	r.cgroup = s->sbx ? s->sbx->cgroup : "";
-	r.principal = "";
+	r.principal = s->gen ? rw_gen_principal(s->gen) : "";
 	r.method = s->method;
 	r.scheme = s->up_tls ? "https" : "http";
 	r.host = s->up_name;
@@ -790,6 +790,22 @@ static int sess_policy(struct sess *s, const struct http1_head *h, const char *t
 	char why[400];
 
 	(void)h;
+	switch (rw_gen_state(s->gen)) {
+	case RW_ACTIVE:
+		break;
+	case RW_PENDING:
+		sess_fail(s, 503, "not_synced", "proxy_configuration_error",
+			  "this sandbox has no configuration from the control plane yet");
+		return -1;
+	case RW_DISABLED:
+		sess_fail(s, 403, "principal_disabled", "http_request_denied",
+			  "the control plane disabled this sandbox's principal");
+		return -1;
+	default:
+		sess_fail(s, 403, "principal_revoked", "http_request_denied",
+			  "the control plane revoked this sandbox's principal");
+		return -1;
+	}
 	if (pol_path_check(target, plen, &reason) < 0) {
 		snprintf(why, sizeof(why), "request path refused: %s", reason ? reason : "invalid");
 		sess_fail(s, 400, "path_not_normalized", "http_request_error", why);

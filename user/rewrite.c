@@ -27,6 +27,8 @@ struct rw_gen {
 	struct denyset *deny;
 	void *up_tls;
 	void (*up_tls_free)(void *);
+	char principal[257];
+	enum rw_state state;
 };
 
 static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -46,6 +48,7 @@ int rw_gen_new(struct pol *pol, struct rw_gen **ret_gen)
 	if (!g)
 		return -ENOMEM;
 	atomic_init(&g->refs, 1);
+	g->state = RW_ACTIVE;
 	g->pol = pol_ref(pol);
 	g->n = pol_nsecrets(pol);
 	g->req_ratio = 1;
@@ -156,6 +159,15 @@ void rw_gen_set_upstream_tls(struct rw_gen *g, void *tc, void (*free_fn)(void *)
 }
 
 void *rw_gen_upstream_tls(const struct rw_gen *g) { return g->up_tls; }
+
+void rw_gen_set_principal(struct rw_gen *g, const char *principal, enum rw_state st)
+{
+	snprintf(g->principal, sizeof(g->principal), "%s", principal ? principal : "");
+	g->state = st;
+}
+
+const char *rw_gen_principal(const struct rw_gen *g) { return g->principal; }
+enum rw_state rw_gen_state(const struct rw_gen *g) { return g->state; }
 bool rw_gen_redacts(const struct rw_gen *g) { return g->redacts; }
 size_t rw_gen_ratio(const struct rw_gen *g, bool request)
 {

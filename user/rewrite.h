@@ -57,6 +57,13 @@ const struct denyset *rw_gen_deny(const struct rw_gen *g);
 void rw_gen_set_upstream_tls(struct rw_gen *g, void *tc, void (*free_fn)(void *));
 void *rw_gen_upstream_tls(const struct rw_gen *g);
 
+/* Managed mode: who the sandbox belongs to, and whether it may talk at all.
+ * RW_ACTIVE is the only state that serves requests. */
+enum rw_state { RW_ACTIVE = 1, RW_PENDING = 2, RW_DISABLED = 3, RW_REVOKED = 4 };
+void rw_gen_set_principal(struct rw_gen *g, const char *principal, enum rw_state st);
+const char *rw_gen_principal(const struct rw_gen *g);
+enum rw_state rw_gen_state(const struct rw_gen *g);
+
 /* Names of the secrets in mask, comma-free array for audit (max n). */
 unsigned rw_secret_names(const struct rw_gen *g, uint64_t mask, const char **names, unsigned n);
 

@@ -24,6 +24,7 @@
 
 #include "audit.h"
 #include "bpf_loader.h"
+#include "cpsync.h"
 #include "mgmt.h"
 #include "denyset.h"
 #include "nft.h"
@@ -47,6 +48,11 @@ struct sandbox_info {
 	unsigned generation;    /* policy generations applied (1 at attach) */
 	time_t last_reload;
 	char last_error[300];
+	/* managed mode */
+	char applied_hash[80];  /* "" until the first config is applied */
+	char principal[257];
+	char cp_status[16];
+	time_t last_sync;
 	uint64_t cgroup_id;
 	bool used;
 };
@@ -70,6 +76,13 @@ struct daemon {
 	struct proxy *proxy;
 	struct mgmt *mgmt;
 	int mgmt_gid;
+	/* managed mode */
+	const char *cp_url, *cp_token_file, *cp_ca, *node;
+	char *cp_token;
+	unsigned cp_interval_ms;
+	struct cps *cps;
+	char cp_last_error[300];
+	time_t cp_last_sync;
 	pthread_mutex_t lock;           /* sandboxes[] and host listener */
 	struct sandbox_info sandboxes[MAX_SANDBOXES];
 	bool host_listening;
@@ -110,6 +123,13 @@ static void usage(FILE *f)
 		"  --audit-queue BYTES   audit queue before traffic waits (default 1048576)\n"
 		"  --drain-timeout S     on SIGTERM, let open requests finish this long (default 10)\n"
 		"  --mgmt-group GID      group allowed on the management socket besides root\n"
+		"  --control-plane URL   managed mode: policies, principals and secrets come from\n"
+		"                        this control plane (docs/control-plane.md); sandboxes\n"
+		"                        answer 503 not_synced until their first config\n"
+		"  --control-plane-token-file F  bearer token (else SLUICE_CONTROL_PLANE_TOKEN)\n"
+		"  --control-plane-ca F  PEM bundle to verify the control plane (default: system)\n"
+		"  --node-name NAME      this node's name for the control plane (default: hostname)\n"
+		"  --sync-interval MS    poll interval, with jitter and backoff (default 5000)\n"
 		"\n"
 		"Management API: HTTP + JSON on RUN_DIR/sluiced.sock (docs/management-api.md);\n"
 		"SLUICE_MANAGEMENT_LISTEN=ADDR:PORT with SLUICE_MANAGEMENT_TOKEN adds a TCP\n"
@@ -327,6 +347,13 @@ static int enforce_deny(struct daemon *d, struct sandbox_info *si, const struct 
 
 /* Compile the policy at path (NULL/"": the default) into a generation. */
 static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen, char *err,
+		    size_t errlen);
+
+/* Generation for a compiled policy: deny set and trust store (takes pol). */
+static int gen_from_pol(struct daemon *d, struct pol *pol, struct rw_gen **ret_gen, char *err,
+			size_t errlen);
+
+static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen, char *err,
 		    size_t errlen)
 {
 	struct pol_error pe = { 0 };
@@ -360,11 +387,18 @@ static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen,
 			log_warn("%s:%u:%u: warning: %s", w->file, w->line, w->col, w->msg);
 		}
 	}
-	r = rw_gen_new(pol, ret_gen);
+	return gen_from_pol(d, pol, ret_gen, err, errlen);
+}
+
+static int gen_from_pol(struct daemon *d, struct pol *pol, struct rw_gen **ret_gen, char *err,
+			size_t errlen)
+{
+	int r = rw_gen_new(pol, ret_gen);
+
 	if (r < 0) {
-		pol_unref(pol);
-		snprintf(err, errlen, "%s: %s", path ? path : "builtin",
+		snprintf(err, errlen, "%s: %s", pol_source(pol),
 			 r == -E2BIG ? "more than 64 secrets" : strerror(-r));
+		pol_unref(pol);
 		return r;
 	}
 	r = build_deny(pol, *ret_gen, err, errlen);
@@ -409,7 +443,15 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 		snprintf(err, errlen, "cannot read the cgroup id of %s", cgroup);
 		return -EINVAL;
 	}
-	r = load_gen(d, policy, &gen, err, errlen);
+	if (d->cp_url) {
+		/* managed: nothing is served until the control plane's first config
+		 * for this sandbox is applied (503 not_synced) */
+		r = load_gen(d, NULL, &gen, err, errlen);
+		if (r == 0)
+			rw_gen_set_principal(gen, "", RW_PENDING);
+	} else {
+		r = load_gen(d, policy, &gen, err, errlen);
+	}
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&d->lock);
@@ -553,6 +595,11 @@ static int reload_one(struct daemon *d, struct sandbox_info *si, char *out, size
 static int do_reload(struct daemon *d, const char *id, char *out, size_t outlen)
 {
 	unsigned ok = 0, failed = 0;
+
+	if (d->cp_url) {
+		snprintf(out, outlen, "managed mode: policies come from the control plane (use sync)");
+		return d->cps ? 0 : -EINVAL;
+	}
 	char first_err[600] = "";
 	int r = 0;
 
@@ -620,6 +667,118 @@ static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
 	return 0;
 }
 
+/* ---- managed mode: control-plane hooks (sync thread) ---- */
+
+static int cp_report(void *opaque, json_t *arr)
+{
+	struct daemon *d = opaque;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
+		struct sandbox_info *si = &d->sandboxes[i];
+
+		if (si->used)
+			json_array_append_new(arr, json_pack("{s:s, s:s?}", "id", si->id,
+							     "applied_hash",
+							     si->applied_hash[0] ? si->applied_hash
+										 : NULL));
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+/* One sandbox's new config: compile, then swap principal, policy, secrets
+ * and deny set in one generation, so no request sees half of it. */
+static int cp_apply(void *opaque, const struct cps_sandbox_cfg *c, char *err, size_t errlen)
+{
+	struct daemon *d = opaque;
+	enum rw_state st = !strcmp(c->status, "active")     ? RW_ACTIVE
+			   : !strcmp(c->status, "disabled") ? RW_DISABLED
+							    : RW_REVOKED;
+	struct pol_error pe = { 0 };
+	struct sandbox_info *si;
+	struct rw_gen *gen = NULL;
+	struct pol *pol = NULL;
+	int r;
+
+	if (st == RW_ACTIVE) {
+		r = pol_load_buffer_ex(c->id, c->policy_yaml, c->policy_len, cps_secret_value,
+				       (void *)c, &pol, &pe);
+		if (r < 0) {
+			snprintf(err, errlen, "policy %u:%u: %s", pe.line, pe.col, pe.msg);
+			return r;
+		}
+	} else {
+		pol = pol_allow_all(); /* unused: the state refuses every request */
+		if (!pol)
+			return -ENOMEM;
+	}
+	r = gen_from_pol(d, pol, &gen, err, errlen);
+	if (r < 0)
+		return r;
+	rw_gen_set_principal(gen, c->principal, st);
+	pthread_mutex_lock(&d->lock);
+	si = sb_find(d, c->id);
+	if (!si) {
+		pthread_mutex_unlock(&d->lock);
+		rw_gen_unref(gen);
+		snprintf(err, errlen, "sandbox detached meanwhile");
+		return -ENOENT;
+	}
+	r = enforce_deny(d, si, gen, true, err, errlen);
+	if (r < 0) {
+		pthread_mutex_unlock(&d->lock);
+		rw_gen_unref(gen);
+		return r;
+	}
+	proxy_sandbox_set_gen(d->proxy, si->id, gen);
+	snprintf(si->applied_hash, sizeof(si->applied_hash), "%s", c->config_hash);
+	snprintf(si->principal, sizeof(si->principal), "%s", c->principal);
+	snprintf(si->cp_status, sizeof(si->cp_status), "%s", c->status);
+	snprintf(si->policy_hash, sizeof(si->policy_hash), "%s", c->config_hash);
+	si->generation++;
+	si->last_reload = time(NULL);
+	si->last_error[0] = 0;
+	pthread_mutex_unlock(&d->lock);
+	log_info("sandbox=%s: control-plane config applied: principal '%s', %s, %s", c->id,
+		 c->principal, c->status, c->config_hash);
+	rw_gen_unref(gen);
+	return 0;
+}
+
+static void cp_rejected(void *opaque, const char *id, const char *error)
+{
+	struct daemon *d = opaque;
+	struct sandbox_info *si;
+
+	pthread_mutex_lock(&d->lock);
+	si = sb_find(d, id);
+	if (si)
+		snprintf(si->last_error, sizeof(si->last_error), "%s", error);
+	pthread_mutex_unlock(&d->lock);
+	log_warn("sandbox=%s: control-plane config not applied: %s", id, error);
+}
+
+static void cp_done(void *opaque, bool ok, const char *error)
+{
+	struct daemon *d = opaque;
+
+	pthread_mutex_lock(&d->lock);
+	if (ok) {
+		d->cp_last_sync = time(NULL);
+		d->cp_last_error[0] = 0;
+		for (unsigned i = 0; i < MAX_SANDBOXES; i++)
+			if (d->sandboxes[i].used)
+				d->sandboxes[i].last_sync = d->cp_last_sync;
+	} else {
+		snprintf(d->cp_last_error, sizeof(d->cp_last_error), "%s", error ? error : "failed");
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (!ok)
+		log_warn("control-plane sync failed (the last good configs keep serving): %s",
+			 error ? error : "?");
+}
+
 /* ---- management API ops (run on the mgmt thread) ---- */
 
 static json_t *sandbox_json(struct daemon *d, const struct sandbox_info *si)
@@ -627,17 +786,22 @@ static json_t *sandbox_json(struct daemon *d, const struct sandbox_info *si)
 	char ts[32] = "";
 	struct tm tm;
 
-	if (si->last_reload) {
-		gmtime_r(&si->last_reload, &tm);
+	time_t t = d->cp_url ? si->last_sync : si->last_reload;
+
+	if (t) {
+		gmtime_r(&t, &tm);
 		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	}
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:b, s:s?, s:s?, s:i}", "id", si->id,
-			 "cgroup", si->cgroup, "netns", si->netns[0] ? si->netns : "host", "policy",
-			 si->policy[0] ? si->policy : "default", "policy_hash", si->policy_hash,
-			 "policy_generation", (json_int_t)si->generation, "principal", "",
-			 "synced_once", true, "last_sync_at", ts[0] ? ts : NULL, "last_error",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:b, s:s?, s:s?, s:i, s:s?}", "id",
+			 si->id, "cgroup", si->cgroup, "netns", si->netns[0] ? si->netns : "host",
+			 "policy", d->cp_url ? "controlplane" : si->policy[0] ? si->policy : "default",
+			 "policy_hash", si->policy_hash,
+			 "policy_generation", (json_int_t)si->generation, "principal", si->principal,
+			 "synced_once", d->cp_url ? si->applied_hash[0] != 0 : true,
+			 "last_sync_at", ts[0] ? ts : NULL, "last_error",
 			 si->last_error[0] ? si->last_error : NULL, "open_connections",
-			 (json_int_t)proxy_sandbox_conns(d->proxy, si->id));
+			 (json_int_t)proxy_sandbox_conns(d->proxy, si->id), "status",
+			 si->cp_status[0] ? si->cp_status : NULL);
 }
 
 static void op_status(void *opaque, struct mgmt_call *c)
@@ -658,7 +822,8 @@ static void op_status(void *opaque, struct mgmt_call *c)
 	pthread_mutex_unlock(&d->lock);
 	st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:i, s:s, s:I, s:I, s:o, s:o*}", "version",
 		       SLUICE_VERSION, "pid", (json_int_t)getpid(), "uptime_s",
-		       (json_int_t)(time(NULL) - d->started), "mode", "local", "port",
+		       (json_int_t)(time(NULL) - d->started), "mode", d->cp_url ? "managed" : "local",
+		       "port",
 		       (json_int_t)d->port, "dns_port", (json_int_t)d->dns_port, "ca",
 		       tls_ca_path(d->tls), "cert_cache_hits", (json_int_t)hits,
 		       "cert_cache_misses", (json_int_t)misses, "sandboxes", arr, "proxy", pj);
@@ -754,12 +919,62 @@ static void op_reload(void *opaque, struct mgmt_call *c, const char *id)
 		mgmt_reply(c, 200, json_pack("{s:s}", "message", out));
 }
 
+struct sync_wait {
+	struct daemon *d;
+	struct mgmt_call *c;
+};
+
+/* A sync that started after the request has been applied (sync thread). */
+static void sync_done(void *arg, bool ok, const char *error)
+{
+	struct sync_wait *w = arg;
+	json_t *arr = json_array();
+	struct daemon *d = w->d;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++)
+		if (d->sandboxes[i].used)
+			json_array_append_new(arr, sandbox_json(d, &d->sandboxes[i]));
+	pthread_mutex_unlock(&d->lock);
+	if (ok)
+		mgmt_reply(w->c, 200, json_pack("{s:b, s:o}", "applied", true, "sandboxes", arr));
+	else
+		mgmt_reply(w->c, 502, json_pack("{s:s, s:s, s:o}", "error", "sync_failed", "message",
+						 error ? error : "sync failed", "sandboxes", arr));
+	free(w);
+}
+
 static void op_sync(void *opaque, struct mgmt_call *c, int wait_ms)
 {
-	(void)opaque;
-	(void)wait_ms;
-	mgmt_reply_error(c, 409, "not_managed",
-			 "sluiced runs without --control-plane: nothing to sync (use reload)");
+	struct daemon *d = opaque;
+	struct sync_wait *w;
+	int r;
+
+	if (!d->cps) {
+		mgmt_reply_error(c, 409, "not_managed",
+				 "sluiced runs without --control-plane: nothing to sync (use reload)");
+		return;
+	}
+	if (!wait_ms) {
+		r = cps_sync_now(d->cps, NULL, NULL);
+		if (r < 0)
+			mgmt_reply_error(c, 503, "sync_unavailable", "%s", strerror(-r));
+		else
+			mgmt_reply(c, 202, json_pack("{s:b}", "requested", true));
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		mgmt_reply_error(c, 500, "internal", "out of memory");
+		return;
+	}
+	w->d = d;
+	w->c = c;
+	r = cps_sync_now(d->cps, sync_done, w);
+	if (r < 0) {
+		free(w);
+		mgmt_reply_error(c, 503, "sync_unavailable", "%s", strerror(-r));
+	}
 }
 
 static void op_metrics(void *opaque, struct mgmt_call *c)
@@ -933,6 +1148,11 @@ int main(int argc, char **argv)
 		{ "default-policy", required_argument, NULL, 'P' },
 		{ "drain-timeout", required_argument, NULL, 'T' },
 		{ "mgmt-group", required_argument, NULL, 'G' },
+		{ "control-plane", required_argument, NULL, 'U' },
+		{ "control-plane-token-file", required_argument, NULL, 'K' },
+		{ "control-plane-ca", required_argument, NULL, 'A' },
+		{ "node-name", required_argument, NULL, 'N' },
+		{ "sync-interval", required_argument, NULL, 'I' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -987,6 +1207,13 @@ int main(int argc, char **argv)
 		case 'P': d->default_policy = optarg; break;
 		case 'T': d->drain_s = (unsigned)parse_num("--drain-timeout", optarg, 0, 3600); break;
 		case 'G': d->mgmt_gid = (int)parse_num("--mgmt-group", optarg, 0, 1 << 30); break;
+		case 'U': d->cp_url = optarg; break;
+		case 'K': d->cp_token_file = optarg; break;
+		case 'A': d->cp_ca = optarg; break;
+		case 'N': d->node = optarg; break;
+		case 'I':
+			d->cp_interval_ms = (unsigned)parse_num("--sync-interval", optarg, 100, 3600000);
+			break;
 		case 't':
 			d->pcfg.connect_timeout_ms =
 				(unsigned)parse_num("--connect-timeout", optarg, 1, 600) * 1000;
@@ -1010,6 +1237,35 @@ int main(int argc, char **argv)
 	if (!!d->ca_cert != !!d->ca_key) {
 		fprintf(stderr, "sluiced: --ca-cert and --ca-key go together\n");
 		return 2;
+	}
+	if (d->cp_url) {
+		static char host[256];
+		const char *env = getenv("SLUICE_CONTROL_PLANE_TOKEN");
+
+		if (d->cp_token_file) {
+			FILE *f = fopen(d->cp_token_file, "re");
+			char buf[4200] = "";
+
+			if (!f || !fgets(buf, sizeof(buf), f)) {
+				fprintf(stderr, "sluiced: --control-plane-token-file %s: cannot read\n",
+					d->cp_token_file);
+				return 1;
+			}
+			fclose(f);
+			buf[strcspn(buf, "\r\n")] = 0;
+			d->cp_token = strdup(buf);
+		} else if (env) {
+			d->cp_token = strdup(env);
+		}
+		if (!d->cp_token || !d->cp_token[0]) {
+			fprintf(stderr, "sluiced: --control-plane needs a token "
+					"(--control-plane-token-file or SLUICE_CONTROL_PLANE_TOKEN)\n");
+			return 2;
+		}
+		if (!d->node) {
+			gethostname(host, sizeof(host) - 1);
+			d->node = host;
+		}
 	}
 	if (geteuid() != 0) {
 		fprintf(stderr, "sluiced: must run as root (BPF, cgroups, network namespaces)\n");
@@ -1147,6 +1403,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluiced: management API: %s\n", err);
 		return 1;
 	}
+	if (d->cp_url) {
+		struct cps_hooks h = { .report = cp_report, .apply = cp_apply,
+				       .rejected = cp_rejected, .done = cp_done, .opaque = d };
+		struct cps_opts co = { .url = d->cp_url, .token = d->cp_token, .node = d->node,
+				       .interval_ms = d->cp_interval_ms, .ca_file = d->cp_ca };
+
+		r = cps_start(&co, &h, &d->cps, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "sluiced: --control-plane: %s\n", err);
+			return 1;
+		}
+	}
 	log_info("ready: version %s, %u workers, port %u, CA %s, control %s", SLUICE_VERSION,
 		 d->workers, d->port, tls_ca_path(d->tls), d->sock_path);
 
@@ -1170,6 +1438,7 @@ int main(int argc, char **argv)
 		 "sandboxes stay attached and fail closed until sluiced is back",
 		 sig, d->drain_s);
 	mgmt_stop(d->mgmt);
+	cps_stop(d->cps);
 	r = proxy_drain(d->proxy, d->drain_s * 1000u);
 	if (r > 0)
 		log_warn("drain deadline: closing %d connection(s) still open", r);
