@@ -495,7 +495,8 @@ static const char run_help[] =
 	"NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE point at sluiced's CA unless --no-ca-env.\n"
 	"--policy FILE: the sandbox's policy (sluiced compiles it; a bad file stops the run\n"
 	"before CMD starts); without it, sluiced's default policy applies.\n"
-	"--hosts FILE: CMD sees FILE as /etc/hosts (a private mount namespace of its own).\n"
+	"--hosts FILE: CMD sees FILE as /etc/hosts. CMD runs in a mount namespace of its\n"
+	"own where the cgroup2 mount is read-only (it cannot leave its cgroup).\n"
 	"CMD runs without CAP_NET_RAW, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF and with\n"
 	"no_new_privs.\n"
 	"Exits with CMD's status (128+N when killed by signal N, 127 when not executable).\n";
@@ -572,16 +573,27 @@ static int run_drop_privileges(void)
 }
 
 /* In the child: enter the sandbox and exec CMD. Never returns. */
-/* --hosts FILE: the command sees FILE as /etc/hosts, in a mount namespace of
- * its own (nothing changes for anyone else), like docker run --add-host. */
-static int private_hosts(const char *hosts)
+/*
+ * The command's own mount namespace (nothing changes for anyone else):
+ * - the cgroup2 mount is read-only in it, so the command cannot write its pid
+ *   into another cgroup's cgroup.procs and leave the sandbox cgroup (and with
+ *   it sluice's BPF programs); without CAP_SYS_ADMIN it cannot remount it;
+ * - --hosts FILE: it sees FILE as /etc/hosts, like docker run --add-host.
+ */
+static int private_mounts(const char *hosts)
 {
+	char cg2[PATH_MAX];
+
 	if (unshare(CLONE_NEWNS) < 0)
 		return -errno;
-	/* never let the bind below propagate back to the host */
+	/* never let the mounts below propagate back to the host */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return -errno;
-	if (mount(hosts, "/etc/hosts", NULL, MS_BIND, NULL) < 0)
+	if (sb_cgroup2_root(cg2, sizeof(cg2)) == 0 &&
+	    mount(NULL, cg2, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV |
+				    MS_NOEXEC, NULL) < 0)
+		return -errno;
+	if (hosts && mount(hosts, "/etc/hosts", NULL, MS_BIND, NULL) < 0)
 		return -errno;
 	return 0;
 }
@@ -613,12 +625,11 @@ static void run_child(const char *cgroup, const char *pin, const char *ca, char 
 		}
 		close(fd);
 	}
-	if (run_hosts) {
-		rc = private_hosts(run_hosts);
-		if (rc) {
-			fprintf(stderr, "sluicectl: --hosts %s: %s\n", run_hosts, strerror(-rc));
-			_exit(EXIT_INTERNAL);
-		}
+	rc = private_mounts(run_hosts);
+	if (rc) {
+		fprintf(stderr, "sluicectl: sandbox mounts%s%s: %s\n", run_hosts ? " --hosts " : "",
+			run_hosts ? run_hosts : "", strerror(-rc));
+		_exit(EXIT_INTERNAL);
 	}
 	if (ca) {
 		for (size_t i = 0; i < sizeof(ca_env_vars) / sizeof(ca_env_vars[0]); i++)
