@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "policy.h"
 #include "proxy.h"
+#include "resolve.h"
 #include "rewrite.h"
 #include "swap.h"
 #include "tls.h"
@@ -214,6 +215,7 @@ struct sess {
 };
 
 static void sess_pump(struct sess *s);
+static void unmap_v4(char *name, size_t len);
 static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qname);
 static void dns_audit_hook(void *opaque, const struct dns_query_info *q);
 
@@ -773,6 +775,35 @@ static void sess_handle_connect(struct sess *s, const struct http1_head *h)
 	}
 	s->via_connect = true;
 	snprintf(s->up_name, sizeof(s->up_name), "%s", s->connect_host);
+	/* refuse what is already known to be refused, before saying 200 */
+	{
+		struct sockaddr_storage ss;
+		const struct pol_rule *rule = NULL;
+		char why[400];
+
+		unmap_v4(s->up_name, sizeof(s->up_name));
+		s->up_port = s->connect_port;
+		s->req_active = true; /* the CONNECT itself is audited when refused */
+		s->audited = false;
+		clock_gettime(CLOCK_REALTIME, &s->req_rt);
+		snprintf(s->method, sizeof(s->method), "CONNECT");
+		if (resolve_literal(s->up_name, s->connect_port, &ss) == 0 &&
+		    !up_dial_allowed(&ss, rw_gen_deny(s->gen))) {
+			snprintf(why, sizeof(why), "CONNECT to %s:%u: a denied address", s->up_name,
+				 s->connect_port);
+			sess_fail(s, 403, "upstream_address_denied", "destination_ip_prohibited", why);
+			return;
+		}
+		if (rw_gen_state(s->gen) == RW_ACTIVE &&
+		    pol_match_conn(s->pol, s->up_name, s->connect_port, &rule) == POL_DENY) {
+			s->a_rule = "default";
+			snprintf(why, sizeof(why), "CONNECT to %s:%u: no rule allows it", s->up_name,
+				 s->connect_port);
+			sess_fail(s, 403, "denied_by_policy", "http_request_denied", why);
+			return;
+		}
+		s->req_active = false;
+	}
 	buf_append(&s->cout, ok, sizeof(ok) - 1);
 	s->state = S_CONNECT_REPLY;
 	/* The tunnel starts a new byte stream: a fresh parser for it. */
@@ -2376,7 +2407,20 @@ static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
 
 	if (!w->p->audit)
 		return;
-	snprintf(qt, sizeof(qt), "TYPE%u", q->qtype);
+	switch (q->qtype) {
+	case 1: snprintf(qt, sizeof(qt), "A"); break;
+	case 2: snprintf(qt, sizeof(qt), "NS"); break;
+	case 5: snprintf(qt, sizeof(qt), "CNAME"); break;
+	case 6: snprintf(qt, sizeof(qt), "SOA"); break;
+	case 12: snprintf(qt, sizeof(qt), "PTR"); break;
+	case 15: snprintf(qt, sizeof(qt), "MX"); break;
+	case 16: snprintf(qt, sizeof(qt), "TXT"); break;
+	case 28: snprintf(qt, sizeof(qt), "AAAA"); break;
+	case 33: snprintf(qt, sizeof(qt), "SRV"); break;
+	case 64: snprintf(qt, sizeof(qt), "SVCB"); break;
+	case 65: snprintf(qt, sizeof(qt), "HTTPS"); break;
+	default: snprintf(qt, sizeof(qt), "TYPE%u", q->qtype); break;
+	}
 	r.kind = "dns";
 	clock_gettime(CLOCK_REALTIME, &r.time);
 	r.sandbox = q->sandbox;
