@@ -46,6 +46,7 @@ struct sbx {
 	uint64_t cgroup_id;
 	struct rw_gen *gen;     /* current policy generation; under proxy.sb_lock */
 	atomic_uint conns;
+	atomic_ulong conns_total;
 };
 
 /* A body being rewritten (secret swap upstream, redaction downstream): the
@@ -120,6 +121,7 @@ struct proxy {
 	atomic_ulong total_conns, total_requests, refused_conns, upstream_errors, tls_handshakes;
 	atomic_ulong denied_requests, secrets_swapped, redactions, audit_dropped;
 	atomic_ulong lat_hist[16], lat_sum_us;
+	atomic_ulong req_allow, req_deny, req_error, req_passthrough;
 };
 
 #define LAT_BUCKETS 12
@@ -391,6 +393,14 @@ static void sess_audit(struct sess *s, int status, const char *decision, const c
 		atomic_fetch_add(&p->lat_sum_us, r.duration_us);
 	}
 	r.decision = decision;
+	if (s->passthrough)
+		atomic_fetch_add(&p->req_passthrough, 1);
+	else if (!strcmp(decision, "allow"))
+		atomic_fetch_add(&p->req_allow, 1);
+	else if (!strcmp(decision, "deny"))
+		atomic_fetch_add(&p->req_deny, 1);
+	else
+		atomic_fetch_add(&p->req_error, 1);
 	r.rule = rule ? rule : "";
 	r.reason = reason ? reason : "";
 	r.nsecrets = s->gen ? rw_secret_names(s->gen, s->a_secrets, names, 64) : 0;
@@ -2095,6 +2105,7 @@ static void sess_new(struct worker *w, int fd)
 			close(fd);
 			return;
 		}
+		atomic_fetch_add(&s->sbx->conns_total, 1);
 		s->head_reserve = lim->max_header_bytes + 1024;
 		s->idle_ms = lim->idle_timeout_s * 1000u;
 		s->request_ms = lim->request_timeout_s * 1000u;
@@ -2638,17 +2649,26 @@ int proxy_metrics_text(struct proxy *p, char *out, size_t len)
 		if (p->sandboxes[i])
 			M("sluice_connections_active{sandbox=\"%s\"} %u\n", p->sandboxes[i]->id,
 			  atomic_load(&p->sandboxes[i]->conns));
+	M("# HELP sluice_sandbox_connections_total Client connections accepted per sandbox.\n"
+	  "# TYPE sluice_sandbox_connections_total counter\n");
+	for (unsigned i = 0; i < p->sb_high; i++)
+		if (p->sandboxes[i])
+			M("sluice_sandbox_connections_total{sandbox=\"%s\"} %lu\n",
+			  p->sandboxes[i]->id, atomic_load(&p->sandboxes[i]->conns_total));
 	pthread_rwlock_unlock(&p->sb_lock);
 	M("# HELP sluice_connections_total Client connections accepted.\n"
 	  "# TYPE sluice_connections_total counter\nsluice_connections_total %lu\n"
 	  "# HELP sluice_connections_refused_total Connections closed at accept.\n"
 	  "# TYPE sluice_connections_refused_total counter\nsluice_connections_refused_total %lu\n",
 	  atomic_load(&p->total_conns), atomic_load(&p->refused_conns));
-	M("# HELP sluice_requests_total Requests by decision.\n"
+	M("# HELP sluice_requests_total Requests (and spliced connections) by decision.\n"
 	  "# TYPE sluice_requests_total counter\n"
+	  "sluice_requests_total{decision=\"allow\"} %lu\n"
 	  "sluice_requests_total{decision=\"deny\"} %lu\n"
-	  "sluice_requests_total{decision=\"any\"} %lu\n",
-	  atomic_load(&p->denied_requests), atomic_load(&p->total_requests));
+	  "sluice_requests_total{decision=\"error\"} %lu\n"
+	  "sluice_requests_total{decision=\"passthrough\"} %lu\n",
+	  atomic_load(&p->req_allow), atomic_load(&p->req_deny), atomic_load(&p->req_error),
+	  atomic_load(&p->req_passthrough));
 	M("# HELP sluice_upstream_errors_total Requests answered 5xx by sluice.\n"
 	  "# TYPE sluice_upstream_errors_total counter\nsluice_upstream_errors_total %lu\n"
 	  "# HELP sluice_tls_handshakes_total Client TLS handshakes completed.\n"

@@ -1011,6 +1011,23 @@ static void op_metrics(void *opaque, struct mgmt_call *c)
 			      hits, misses, (unsigned long long)as.records,
 			      (unsigned long long)as.write_errors);
 	}
+	if (n >= 0 && d->cps && (size_t)n < cap) {
+		struct cps_stats cs;
+
+		cps_get_stats(d->cps, &cs);
+		n += snprintf(buf + n, cap - (size_t)n,
+			      "# HELP sluice_sync_attempts_total Control-plane sync rounds.\n"
+			      "# TYPE sluice_sync_attempts_total counter\n"
+			      "sluice_sync_attempts_total %llu\n"
+			      "# HELP sluice_sync_failures_total Failed control-plane sync rounds.\n"
+			      "# TYPE sluice_sync_failures_total counter\n"
+			      "sluice_sync_failures_total %llu\n"
+			      "# HELP sluice_sync_last_success_timestamp_seconds Last good sync.\n"
+			      "# TYPE sluice_sync_last_success_timestamp_seconds gauge\n"
+			      "sluice_sync_last_success_timestamp_seconds %.3f\n",
+			      (unsigned long long)cs.attempts, (unsigned long long)cs.failures,
+			      cs.last_success_unix_ms / 1000.0);
+	}
 	if (n < 0 || (size_t)n >= cap)
 		mgmt_reply_error(c, 500, "internal", "metrics too large");
 	else

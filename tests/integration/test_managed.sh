@@ -96,6 +96,21 @@ test_managed_mode() {
 	assert_eq "$miss" 0 "reassignments where the next request did not carry the new credential"
 	assert_grep "\"principal\":\"$who\"" "$SLT_TMP/audit.jsonl" "audit lines carry the principal"
 
+	# metrics: Prometheus text over the management socket
+	curl -sS --max-time 5 --unix-socket "$SLT_RUN/sluiced.sock" http://sluiced/metrics \
+		>"$W/metrics.txt" || fail "GET /metrics"
+	local k
+	for k in 'sluice_sync_attempts_total [1-9]' 'sluice_sync_failures_total [0-9]' \
+		'sluice_requests_total\{decision="allow"\} [1-9]' \
+		"sluice_connections_active\\{sandbox=\"$id\"\\}" \
+		"sluice_sandbox_connections_total\\{sandbox=\"$id\"\\} [1-9]" \
+		'sluice_secrets_swapped_total [1-9]' 'sluice_request_duration_seconds_count [1-9]' \
+		'sluice_tls_handshakes_total [1-9]' 'sluice_cert_cache_misses_total [1-9]' \
+		'sluice_audit_records_total [1-9]' 'sluice_upstream_errors_total [0-9]' \
+		'sluice_redactions_total [0-9]' 'sluice_audit_write_errors_total 0'; do
+		grep -Eq "^$k" "$W/metrics.txt" || { cat "$W/metrics.txt" >&2; fail "metric /$k/"; }
+	done
+
 	# 4. control plane down: the last good config keeps serving
 	cp_admin POST /admin/fault '{"fault": "down"}' >/dev/null
 	ctl sync --wait 5 >/dev/null && note "sync --wait succeeded with the control plane down?"
