@@ -25,6 +25,16 @@ static inline int buf_init(struct buf *b, size_t cap)
 	return 0;
 }
 
+/* Free; with wipe, zero it first (it may have held a real secret value). */
+static inline void buf_free_wipe(struct buf *b, int wipe)
+{
+	if (b->data && wipe)
+		explicit_bzero(b->data, b->cap);
+	free(b->data);
+	b->data = NULL;
+	b->off = b->len = b->cap = 0;
+}
+
 static inline void buf_free(struct buf *b)
 {
 	/* buffers may have held real secret values on their way upstream */

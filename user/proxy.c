@@ -151,6 +151,7 @@ struct sess {
 	char sb_id[SB_ID_LEN + 1];
 	uint64_t cgroup_id;
 	struct sbx *sbx;
+	bool wipe;              /* the policy has secrets: zero buffers on free */
 	struct rw_gen *gen;     /* the policy generation this connection started with */
 	struct pol *pol;
 	size_t head_reserve;
@@ -1895,10 +1896,14 @@ static void sess_free_mem(void *ptr)
 	swap_stream_free(s->detect);
 	if (s->retry_head)
 		explicit_bzero(s->retry_head, s->retry_head_cap);
-	buf_free(&s->cin);
-	buf_free(&s->cout);
-	buf_free(&s->uout);
-	buf_free(&s->uin);
+	/* Real secret values can only have passed through these when the
+	 * sandbox's policy has secrets: then every buffer is wiped. */
+	buf_free_wipe(&s->cin, s->wipe);
+	buf_free_wipe(&s->cout, s->wipe);
+	buf_free_wipe(&s->uout, s->wipe);
+	buf_free_wipe(&s->uin, s->wipe);
+	if (s->wipe && s->resp.head.store)
+		explicit_bzero(s->resp.head.store, s->resp.head.cap);
 	http1_free(&s->req);
 	http1_free(&s->resp);
 	free(s->retry_head);
@@ -2085,6 +2090,7 @@ static void sess_new(struct worker *w, int fd)
 	}
 	memcpy(s->sb_id, s->sbx->id, sizeof(s->sb_id));
 	s->pol = rw_gen_pol(s->gen);
+	s->wipe = rw_gen_nsecrets(s->gen) > 0;
 	{
 		const struct pol_limits *lim = pol_limits(s->pol);
 		const char *why = NULL;

@@ -1322,7 +1322,8 @@ int main(int argc, char **argv)
 			strerror(-r));
 		return 1;
 	}
-	if (mkdir_p(d->run_dir, 0755) < 0 || mkdir_p(d->state_dir, 0700) < 0) {
+	/* the management socket (0660) lives here: 0750, as the API requires */
+	if (mkdir_p(d->run_dir, 0750) < 0 || mkdir_p(d->state_dir, 0700) < 0) {
 		fprintf(stderr, "sluiced: cannot create %s or %s: %s\n", d->run_dir, d->state_dir,
 			strerror(errno));
 		return 1;
