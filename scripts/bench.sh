@@ -17,7 +17,7 @@
 # Each figure is the mean of two runs. Debian's wrk does not verify
 # certificates, so the direct and the sandboxed runs do the same TLS work.
 #
-#   BENCH_SECS=5 (per wrk run)   V=1 (show wrk output)   SLT_KEEP_TMP=1
+#   BENCH_SECS=5 (per wrk run)   BENCH_WORKERS=1 (sluiced --workers)   V=1 (show wrk output)   SLT_KEEP_TMP=1
 
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -89,7 +89,11 @@ slt_retry 50 0.1 probe || { echo "bench: nginx does not answer"; cat "$NGX/logs/
 
 SPID=
 if [ "$MODES" != direct ]; then
-	sluiced_start || { echo "bench: sluiced did not start"; exit 1; }
+	# One worker, like the nginx upstream (worker_processes 1): wrk, nginx and
+	# sluiced share two cores, and a second sluiced worker costs more in
+	# contention than it gives (measured: new-connection ratio 0.47-0.50 with
+	# two workers, 0.60-0.64 with one). BENCH_WORKERS overrides.
+	sluiced_start --workers "${BENCH_WORKERS:-1}" || { echo "bench: sluiced did not start"; exit 1; }
 	SPID=$(sluiced_pid)
 fi
 

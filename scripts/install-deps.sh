@@ -5,7 +5,7 @@ set -eu
 PKGS="make gcc clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev pkg-config
 libssl-dev openssl libyaml-dev libidn2-dev libjansson-dev libnftnl-dev libmnl-dev node-llhttp
 libnghttp2-dev libcurl4-openssl-dev libcriterion-dev libclang-rt-14-dev
-iproute2 procps psmisc jq curl python3 nodejs nginx-light wrk ca-certificates"
+iproute2 procps psmisc jq xxd curl python3 nodejs nginx-light wrk ca-certificates"
 
 missing=""
 for p in $PKGS; do
