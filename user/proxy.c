@@ -2438,9 +2438,17 @@ static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
 	case 65: snprintf(qt, sizeof(qt), "HTTPS"); break;
 	default: snprintf(qt, sizeof(qt), "TYPE%u", q->qtype); break;
 	}
+	char cg[512] = "";
+
+	pthread_rwlock_rdlock(&w->p->sb_lock);
+	for (unsigned i = 0; i < w->p->sb_high; i++)
+		if (w->p->sandboxes[i] && strcmp(w->p->sandboxes[i]->id, q->sandbox) == 0)
+			snprintf(cg, sizeof(cg), "%s", w->p->sandboxes[i]->cgroup);
+	pthread_rwlock_unlock(&w->p->sb_lock);
 	r.kind = "dns";
 	clock_gettime(CLOCK_REALTIME, &r.time);
 	r.sandbox = q->sandbox;
+	r.cgroup = cg;
 	r.principal = "";
 	r.method = qt;
 	r.scheme = q->transport;
