@@ -352,6 +352,35 @@ static void audit_room_cb(void *arg)
 
 static bool audit_backlogged(struct worker *w) { return w->ab_n >= AUDIT_BACKLOG_MAX; }
 
+/* Format one record and queue it. A stack buffer serves ordinary lines; a
+ * longer one gets its exact bound on the heap, so no record is cut short. */
+static void audit_emit_rec(struct worker *w, const struct audit_rec *r)
+{
+	char stack[4096], *line = stack;
+	size_t cap = audit_line_bound(r);
+	int n;
+
+	if (cap > sizeof(stack)) {
+		line = malloc(cap);
+		if (!line) {
+			atomic_fetch_add(&w->p->audit_dropped, 1);
+			log_error("audit record lost: out of memory");
+			return;
+		}
+	} else {
+		cap = sizeof(stack);
+	}
+	n = audit_format(r, line, cap);
+	if (n > 0) {
+		audit_emit(w, line, (size_t)n);
+	} else {
+		atomic_fetch_add(&w->p->audit_dropped, 1);
+		log_error("audit record lost: cannot format it (%s)", strerror(-n));
+	}
+	if (line != stack)
+		free(line);
+}
+
 /* The one audit line of the request in flight (idempotent per request). */
 static void sess_audit(struct sess *s, int status, const char *decision, const char *rule,
 		       const char *reason)
@@ -360,9 +389,7 @@ static void sess_audit(struct sess *s, int status, const char *decision, const c
 	const char *names[64];
 	struct audit_rec r = { 0 };
 	struct timespec now;
-	char upaddr[64] = "", *line;
-	size_t cap;
-	int n;
+	char upaddr[64] = "";
 
 	if (s->audited || !p->audit || !s->req_active)
 		return;
@@ -417,17 +444,7 @@ static void sess_audit(struct sess *s, int status, const char *decision, const c
 			r.decision = "passthrough";
 	}
 	r.upstream_addr = upaddr;
-	cap = audit_line_bound(&r);
-	line = malloc(cap);
-	if (!line) {
-		atomic_fetch_add(&p->audit_dropped, 1);
-		log_error("audit record lost: out of memory");
-		return;
-	}
-	n = audit_format(&r, line, cap);
-	if (n > 0)
-		audit_emit(s->w, line, (size_t)n);
-	free(line);
+	audit_emit_rec(s->w, &r);
 }
 
 /* A connection sluice refused before any request (kind "connection"). */
@@ -435,8 +452,6 @@ static void audit_connection(struct worker *w, const char *sandbox, const char *
 			     const char *host, uint16_t port, const char *reason)
 {
 	struct audit_rec r = { 0 };
-	char line[2048];
-	int n;
 
 	if (!w->p->audit)
 		return;
@@ -450,9 +465,7 @@ static void audit_connection(struct worker *w, const char *sandbox, const char *
 	r.decision = "deny";
 	r.reason = reason;
 	r.tls_mode = "none";
-	n = audit_format(&r, line, sizeof(line));
-	if (n > 0)
-		audit_emit(w, line, (size_t)n);
+	audit_emit_rec(w, &r);
 }
 
 /*
@@ -2036,6 +2049,20 @@ static void sess_kick_cb(struct loop_defer *d)
 	sess_pump(container_of(d, struct sess, kick));
 }
 
+/* The registered sandbox with this id, or NULL (slot in *ret_slot if not
+ * NULL). The caller holds p->sb_lock. */
+static struct sbx *sbx_by_id_locked(struct proxy *p, const char *id, unsigned *ret_slot)
+{
+	for (unsigned i = 0; i < p->sb_high; i++) {
+		if (p->sandboxes[i] && strcmp(p->sandboxes[i]->id, id) == 0) {
+			if (ret_slot)
+				*ret_slot = i;
+			return p->sandboxes[i];
+		}
+	}
+	return NULL;
+}
+
 /* The sandbox of a cgroup, with its current generation, both referenced. */
 static struct sbx *sandbox_lookup(struct proxy *p, uint64_t cgid, struct rw_gen **ret_gen)
 {
@@ -2354,18 +2381,15 @@ int proxy_sandbox_add(struct proxy *p, const char *id, uint64_t cgroup_id, const
 int proxy_sandbox_set_gen(struct proxy *p, const char *id, struct rw_gen *gen)
 {
 	struct rw_gen *old = NULL;
+	struct sbx *x;
 	int r = -ENOENT;
 
 	pthread_rwlock_wrlock(&p->sb_lock);
-	for (unsigned i = 0; i < p->sb_high; i++) {
-		struct sbx *x = p->sandboxes[i];
-
-		if (x && strcmp(x->id, id) == 0) {
-			old = x->gen;
-			x->gen = rw_gen_ref(gen);
-			r = 0;
-			break;
-		}
+	x = sbx_by_id_locked(p, id, NULL);
+	if (x) {
+		old = x->gen;
+		x->gen = rw_gen_ref(gen);
+		r = 0;
 	}
 	pthread_rwlock_unlock(&p->sb_lock);
 	rw_gen_unref(old); /* connections that pinned it keep it alive */
@@ -2374,15 +2398,13 @@ int proxy_sandbox_set_gen(struct proxy *p, const char *id, struct rw_gen *gen)
 
 void proxy_sandbox_remove(struct proxy *p, const char *id)
 {
-	struct sbx *dead = NULL;
+	struct sbx *dead;
+	unsigned slot;
 
 	pthread_rwlock_wrlock(&p->sb_lock);
-	for (unsigned i = 0; i < p->sb_high; i++) {
-		if (p->sandboxes[i] && strcmp(p->sandboxes[i]->id, id) == 0) {
-			dead = p->sandboxes[i];
-			p->sandboxes[i] = NULL;
-		}
-	}
+	dead = sbx_by_id_locked(p, id, &slot); /* ids are unique: proxy_sandbox_add */
+	if (dead)
+		p->sandboxes[slot] = NULL;
 	pthread_rwlock_unlock(&p->sb_lock);
 	sbx_unref(dead);
 }
@@ -2396,18 +2418,15 @@ static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qnam
 	struct worker *w = opaque;
 	struct proxy *p = w->p;
 	bool ok = false, found = false;
+	struct sbx *x;
 
 	pthread_rwlock_rdlock(&p->sb_lock);
-	for (unsigned i = 0; i < p->sb_high; i++) {
-		struct sbx *x = p->sandboxes[i];
+	x = sbx_by_id_locked(p, sandbox, NULL);
+	if (x) {
+		struct pol *pol = rw_gen_pol(x->gen);
 
-		if (x && strcmp(x->id, sandbox) == 0) {
-			struct pol *pol = rw_gen_pol(x->gen);
-
-			found = true;
-			ok = pol_dns_mode(pol) != POL_DNS_ALLOWLIST || pol_host_in_policy(pol, qname);
-			break;
-		}
+		found = true;
+		ok = pol_dns_mode(pol) != POL_DNS_ALLOWLIST || pol_host_in_policy(pol, qname);
 	}
 	pthread_rwlock_unlock(&p->sb_lock);
 	/* a listener shared by host-netns sandboxes ("@host") cannot tell who
@@ -2419,8 +2438,7 @@ static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
 {
 	struct worker *w = opaque;
 	struct audit_rec r = { 0 };
-	char line[2048], qt[16];
-	int n;
+	char qt[16];
 
 	if (!w->p->audit)
 		return;
@@ -2439,11 +2457,12 @@ static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
 	default: snprintf(qt, sizeof(qt), "TYPE%u", q->qtype); break;
 	}
 	char cg[512] = "";
+	struct sbx *x;
 
 	pthread_rwlock_rdlock(&w->p->sb_lock);
-	for (unsigned i = 0; i < w->p->sb_high; i++)
-		if (w->p->sandboxes[i] && strcmp(w->p->sandboxes[i]->id, q->sandbox) == 0)
-			snprintf(cg, sizeof(cg), "%s", w->p->sandboxes[i]->cgroup);
+	x = sbx_by_id_locked(w->p, q->sandbox, NULL);
+	if (x)
+		snprintf(cg, sizeof(cg), "%s", x->cgroup);
 	pthread_rwlock_unlock(&w->p->sb_lock);
 	r.kind = "dns";
 	clock_gettime(CLOCK_REALTIME, &r.time);
@@ -2459,9 +2478,7 @@ static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
 	r.reason = q->reason;
 	r.rule = q->decision;
 	r.tls_mode = "none";
-	n = audit_format(&r, line, sizeof(line));
-	if (n > 0)
-		audit_emit(w, line, (size_t)n);
+	audit_emit_rec(w, &r);
 }
 
 struct listen_op {
@@ -2640,11 +2657,12 @@ int proxy_drain(struct proxy *p, unsigned timeout_ms)
 unsigned proxy_sandbox_conns(struct proxy *p, const char *id)
 {
 	unsigned n = 0;
+	struct sbx *x;
 
 	pthread_rwlock_rdlock(&p->sb_lock);
-	for (unsigned i = 0; i < p->sb_high; i++)
-		if (p->sandboxes[i] && strcmp(p->sandboxes[i]->id, id) == 0)
-			n = atomic_load(&p->sandboxes[i]->conns);
+	x = sbx_by_id_locked(p, id, NULL);
+	if (x)
+		n = atomic_load(&x->conns);
 	pthread_rwlock_unlock(&p->sb_lock);
 	return n;
 }

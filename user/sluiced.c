@@ -230,6 +230,14 @@ static int open_listeners(struct daemon *d, const char *netns, const char *owner
 	return 0;
 }
 
+static void ds_from_pol(struct ds_cidr *d, const struct pol_cidr *c, const char *reason)
+{
+	d->family = c->family;
+	memcpy(d->addr, c->addr, sizeof(d->addr));
+	d->prefix = c->prefix;
+	d->reason = reason;
+}
+
 /* The sandbox deny set: built-in entries, the policy's additions and allowed
  * private ranges, and this host's own addresses. */
 static int build_deny(struct pol *pol, struct rw_gen *gen, char *err, size_t errlen)
@@ -244,22 +252,10 @@ static int build_deny(struct pol *pol, struct rw_gen *gen, char *err, size_t err
 
 	if (!add || !rem)
 		goto out;
-	for (unsigned i = 0; i < na; i++) {
-		const struct pol_cidr *c = pol_net_deny_at(pol, i);
-
-		add[i].family = c->family;
-		memcpy(add[i].addr, c->addr, 16);
-		add[i].prefix = c->prefix;
-		add[i].reason = "policy network.deny";
-	}
-	for (unsigned i = 0; i < nr; i++) {
-		const struct pol_cidr *c = pol_net_allow_at(pol, i);
-
-		rem[i].family = c->family;
-		memcpy(rem[i].addr, c->addr, 16);
-		rem[i].prefix = c->prefix;
-		rem[i].reason = "policy network.allow";
-	}
+	for (unsigned i = 0; i < na; i++)
+		ds_from_pol(&add[i], pol_net_deny_at(pol, i), "policy network.deny");
+	for (unsigned i = 0; i < nr; i++)
+		ds_from_pol(&rem[i], pol_net_allow_at(pol, i), "policy network.allow");
 	r = ds_build(&o, &ds, why, sizeof(why));
 	if (r < 0) {
 		snprintf(err, errlen, "%s: network: %s", pol_source(pol), why);
@@ -804,22 +800,30 @@ static json_t *sandbox_json(struct daemon *d, const struct sandbox_info *si)
 			 si->cp_status[0] ? si->cp_status : NULL);
 }
 
+/* Every attached sandbox as a JSON array (status, list, sync answers). */
+static json_t *sandboxes_json(struct daemon *d)
+{
+	json_t *arr = json_array();
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MAX_SANDBOXES; i++)
+		if (d->sandboxes[i].used)
+			json_array_append_new(arr, sandbox_json(d, &d->sandboxes[i]));
+	pthread_mutex_unlock(&d->lock);
+	return arr;
+}
+
 static void op_status(void *opaque, struct mgmt_call *c)
 {
 	struct daemon *d = opaque;
 	char stats[2048] = "{";
-	json_t *st, *arr = json_array(), *pj;
+	json_t *st, *arr = sandboxes_json(d), *pj;
 	unsigned long hits = 0, misses = 0;
 
 	tls_cache_stats(d->tls, &hits, &misses);
 	proxy_status_json(d->proxy, stats + 1, sizeof(stats) - 3);
 	strcat(stats, "}");
 	pj = json_loads(stats, 0, NULL);
-	pthread_mutex_lock(&d->lock);
-	for (unsigned i = 0; i < MAX_SANDBOXES; i++)
-		if (d->sandboxes[i].used)
-			json_array_append_new(arr, sandbox_json(d, &d->sandboxes[i]));
-	pthread_mutex_unlock(&d->lock);
 	st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:i, s:s, s:I, s:I, s:o, s:o*}", "version",
 		       SLUICE_VERSION, "pid", (json_int_t)getpid(), "uptime_s",
 		       (json_int_t)(time(NULL) - d->started), "mode", d->cp_url ? "managed" : "local",
@@ -833,29 +837,22 @@ static void op_status(void *opaque, struct mgmt_call *c)
 static void op_sandboxes(void *opaque, struct mgmt_call *c, const char *id)
 {
 	struct daemon *d = opaque;
-	json_t *arr = json_array(), *one = NULL;
+	struct sandbox_info *si;
+	json_t *one = NULL;
 
-	pthread_mutex_lock(&d->lock);
-	for (unsigned i = 0; i < MAX_SANDBOXES; i++) {
-		struct sandbox_info *si = &d->sandboxes[i];
-
-		if (!si->used)
-			continue;
-		if (id && !strcmp(si->id, id))
-			one = sandbox_json(d, si);
-		else if (!id)
-			json_array_append_new(arr, sandbox_json(d, si));
-	}
-	pthread_mutex_unlock(&d->lock);
-	if (id) {
-		json_decref(arr);
-		if (!one)
-			mgmt_reply_error(c, 404, "unknown_sandbox", "no sandbox '%s'", id);
-		else
-			mgmt_reply(c, 200, one);
+	if (!id) {
+		mgmt_reply(c, 200, json_pack("{s:o}", "sandboxes", sandboxes_json(d)));
 		return;
 	}
-	mgmt_reply(c, 200, json_pack("{s:o}", "sandboxes", arr));
+	pthread_mutex_lock(&d->lock);
+	si = sb_find(d, id);
+	if (si)
+		one = sandbox_json(d, si);
+	pthread_mutex_unlock(&d->lock);
+	if (!one)
+		mgmt_reply_error(c, 404, "unknown_sandbox", "no sandbox '%s'", id);
+	else
+		mgmt_reply(c, 200, one);
 }
 
 static void op_attach(void *opaque, struct mgmt_call *c, const json_t *body)
@@ -885,9 +882,12 @@ static void op_attach(void *opaque, struct mgmt_call *c, const json_t *body)
 	else {
 		json_t *one = NULL;
 
+		struct sandbox_info *si;
+
 		pthread_mutex_lock(&d->lock);
-		if (sb_find(d, id))
-			one = sandbox_json(d, sb_find(d, id));
+		si = sb_find(d, id);
+		if (si)
+			one = sandbox_json(d, si);
 		pthread_mutex_unlock(&d->lock);
 		mgmt_reply(c, 201, one);
 	}
@@ -928,14 +928,8 @@ struct sync_wait {
 static void sync_done(void *arg, bool ok, const char *error)
 {
 	struct sync_wait *w = arg;
-	json_t *arr = json_array();
-	struct daemon *d = w->d;
+	json_t *arr = sandboxes_json(w->d);
 
-	pthread_mutex_lock(&d->lock);
-	for (unsigned i = 0; i < MAX_SANDBOXES; i++)
-		if (d->sandboxes[i].used)
-			json_array_append_new(arr, sandbox_json(d, &d->sandboxes[i]));
-	pthread_mutex_unlock(&d->lock);
 	if (ok)
 		mgmt_reply(w->c, 200, json_pack("{s:b, s:o}", "applied", true, "sandboxes", arr));
 	else
