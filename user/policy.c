@@ -185,6 +185,8 @@ struct pol {
 	const char *dns_resolver;
 	struct pol_cidr *net_deny, *net_allow;
 	unsigned nnet_deny, nnet_allow;
+	struct pol_udp_rule *udp;
+	unsigned nudp;
 	struct pol_error *warnings;
 	unsigned nwarnings;
 };
@@ -517,27 +519,35 @@ static int map_keys(struct cc *c, const struct ynode *map, const char *where,
 	return 0;
 }
 
+/* Plain decimal digits (no sign, no spaces) making a value in min..max. */
+static bool dec_ok(const char *s, size_t len, unsigned long min, unsigned long max,
+		   unsigned long *ret)
+{
+	unsigned long v = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9' || v > (ULONG_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (!len || v < min || v > max)
+		return false;
+	*ret = v;
+	return true;
+}
+
 static int get_uint(struct cc *c, const struct ynode *n, const char *what, unsigned long min,
 		    unsigned long max, unsigned long *ret)
 {
-	unsigned long v = 0;
 	char b[64];
 	int rc = want(c, n, Y_SCALAR, what);
 
 	if (rc)
 		return rc;
-	for (uint32_t i = 0; i < n->len; i++) {
-		if (n->s[i] < '0' || n->s[i] > '9' || v > (ULONG_MAX - 9) / 10)
-			goto out_bad;
-		v = v * 10 + (unsigned long)(n->s[i] - '0');
-	}
-	if (!n->len || v < min || v > max)
-		goto out_bad;
-	*ret = v;
+	if (!dec_ok(n->s, n->len, min, max, ret))
+		return FAILN(c, n, "%s must be an integer from %lu to %lu, got '%s'", what, min,
+			     max, q(n->s, n->len, b, sizeof(b)));
 	return 0;
-out_bad:
-	return FAILN(c, n, "%s must be an integer from %lu to %lu, got '%s'", what, min, max,
-		     q(n->s, n->len, b, sizeof(b)));
 }
 
 static int get_bool(struct cc *c, const struct ynode *n, const char *what, bool *ret)
@@ -1918,6 +1928,20 @@ static const char *const metadata_ranges[] = {
 	"64:ff9b::a9fe:0/112",  /* NAT64 spelling of 169.254.0.0/16 */
 };
 
+/* The first metadata range x overlaps (in any spelling), or NULL. */
+static const char *metadata_overlap(const struct pol_cidr *x)
+{
+	for (unsigned m = 0; m < sizeof(metadata_ranges) / sizeof(*metadata_ranges); m++) {
+		struct pol_cidr md;
+		const char *why;
+
+		parse_cidr(metadata_ranges[m], &md, &why);
+		if (cidr_overlap(x, &md))
+			return metadata_ranges[m];
+	}
+	return NULL;
+}
+
 static int compile_cidrs(struct cc *c, const struct ynode *n, bool allow)
 {
 	struct pol *p = c->p;
@@ -1932,7 +1956,7 @@ static int compile_cidrs(struct cc *c, const struct ynode *n, bool allow)
 	if (!out)
 		return OOM(c);
 	for (const struct ynode *x = n->child; x; x = x->next, i++) {
-		const char *why;
+		const char *why, *md;
 
 		rc = want(c, x, Y_SCALAR, "a CIDR");
 		if (rc)
@@ -1940,16 +1964,10 @@ static int compile_cidrs(struct cc *c, const struct ynode *n, bool allow)
 		if (parse_cidr(x->s, &out[i], &why))
 			return FAILN(c, x, "invalid CIDR '%s': %s", q(x->s, x->len, b, sizeof(b)),
 				     why);
-		for (unsigned m = 0; allow && m < sizeof(metadata_ranges) / sizeof(*metadata_ranges);
-		     m++) {
-			struct pol_cidr md;
-
-			parse_cidr(metadata_ranges[m], &md, &why);
-			if (cidr_overlap(&out[i], &md))
-				return FAILN(c, x, "network.allow '%s' overlaps the metadata range %s; "
-					     "metadata addresses can never be allowed",
-					     q(x->s, x->len, b, sizeof(b)), metadata_ranges[m]);
-		}
+		if (allow && (md = metadata_overlap(&out[i])))
+			return FAILN(c, x, "network.allow '%s' overlaps the metadata range %s; "
+				     "metadata addresses can never be allowed",
+				     q(x->s, x->len, b, sizeof(b)), md);
 	}
 	if (allow) {
 		p->net_allow = out;
@@ -1961,18 +1979,131 @@ static int compile_cidrs(struct cc *c, const struct ynode *n, bool allow)
 	return 0;
 }
 
-static int compile_network(struct cc *c, const struct ynode *n)
+/* One udp port item: an integer 1..65535 or a string "lo-hi", never 53. */
+static int compile_udp_port(struct cc *c, const struct ynode *n, struct pol_port_range *r)
 {
-	static const char *const keys[] = { "deny", "allow" };
-	const struct ynode *v[2];
+	const char *dash;
+	unsigned long lo, hi;
+	char b[64];
+	int rc = want(c, n, Y_SCALAR, "a udp port");
+
+	if (rc)
+		return rc;
+	dash = memchr(n->s, '-', n->len);
+	if (!dash) {
+		if (!dec_ok(n->s, n->len, 1, 65535, &lo))
+			goto out_bad;
+		hi = lo;
+	} else if (!dec_ok(n->s, (size_t)(dash - n->s), 1, 65535, &lo) ||
+		   !dec_ok(dash + 1, n->len - (size_t)(dash + 1 - n->s), lo, 65535, &hi)) {
+		goto out_bad;
+	}
+	if (lo <= 53 && 53 <= hi)
+		return FAILN(c, n, "port 53 is DNS: sandbox DNS always goes to sluiced's DNS "
+			     "listener");
+	r->lo = (uint16_t)lo;
+	r->hi = (uint16_t)hi;
+	return 0;
+out_bad:
+	return FAILN(c, n, "a udp port must be an integer from 1 to 65535 or a string \"lo-hi\" "
+		     "with 1 <= lo <= hi <= 65535, got '%s'", q(n->s, n->len, b, sizeof(b)));
+}
+
+static int compile_udp_rule(struct cc *c, const struct ynode *n, unsigned idx,
+			    struct pol_udp_rule *r, struct nset *names)
+{
+	static const char *const keys[] = { "name", "to", "ports" };
+	const struct ynode *v[3], *dup;
+	const char *why, *md;
+	char where[48], b[80];
+	int rc;
+
+	snprintf(where, sizeof(where), "network.udp[%u]", idx);
+	rc = want(c, n, Y_MAP, where);
+	if (!rc)
+		rc = map_keys(c, n, where, keys, 3, v);
+	if (rc)
+		return rc;
+	if (v[0]) {
+		rc = want(c, v[0], Y_SCALAR, "'name'");
+		if (rc)
+			return rc;
+		if (!id_ok(v[0]->s, v[0]->len, 1, POL_UDP_NAME_MAX))
+			return FAILN(c, v[0], "invalid rule name '%s': 1 to %d of [A-Za-z0-9_.-]",
+				     q(v[0]->s, v[0]->len, b, sizeof(b)), POL_UDP_NAME_MAX);
+		dup = nset_add(names, v[0]->s, v[0]);
+		if (dup)
+			return FAILN(c, v[0], "duplicate rule name '%s' (first at line %u)",
+				     v[0]->s, dup->line);
+		memcpy(r->name, v[0]->s, v[0]->len);
+		r->name[v[0]->len] = '\0';
+	} else {
+		snprintf(r->name, sizeof(r->name), "udp[%u]", idx);
+	}
+	if (!v[1])
+		return FAILN(c, n, "%s has no 'to' (a CIDR or an address)", where);
+	if (!v[2])
+		return FAILN(c, n, "%s has no 'ports'", where);
+	rc = want(c, v[1], Y_SCALAR, "'to'");
+	if (rc)
+		return rc;
+	if (parse_cidr(v[1]->s, &r->to, &why))
+		return FAILN(c, v[1], "invalid CIDR '%s': %s", q(v[1]->s, v[1]->len, b, sizeof(b)),
+			     why);
+	if ((md = metadata_overlap(&r->to)))
+		return FAILN(c, v[1], "network.udp 'to: %s' overlaps the metadata range %s; "
+			     "metadata addresses can never be allowed",
+			     q(v[1]->s, v[1]->len, b, sizeof(b)), md);
+	/* ::ffff:a.b.c.d/n is the IPv4 CIDR a.b.c.d/(n-96): one spelling for the
+	 * daemon (a shorter prefix would cover 169.254.0.0/16, refused above) */
+	if (r->to.family == AF_INET6 && r->to.prefix >= 96 &&
+	    !memcmp(r->to.addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) {
+		memmove(r->to.addr, r->to.addr + 12, 4);
+		memset(r->to.addr + 4, 0, 12);
+		r->to.family = AF_INET;
+		r->to.prefix -= 96;
+	}
+	rc = get_seq(c, v[2], "'ports'", POL_UDP_PORTS_MAX, false);
+	for (const struct ynode *x = v[2]->child; x && !rc; x = x->next)
+		rc = compile_udp_port(c, x, &r->ports[r->nports++]);
+	return rc;
+}
+
+static int compile_udp(struct cc *c, const struct ynode *n, struct nset *names)
+{
+	struct pol *p = c->p;
+	unsigned i = 0;
+	int rc = get_seq(c, n, "'network.udp'", POL_UDP_RULES_MAX, true);
+
+	if (rc || !n->n)
+		return rc;
+	p->udp = arena_alloc(&p->arena, n->n * sizeof(*p->udp));
+	if (!p->udp)
+		return OOM(c);
+	memset(p->udp, 0, n->n * sizeof(*p->udp));
+	for (const struct ynode *x = n->child; x; x = x->next, i++) {
+		rc = compile_udp_rule(c, x, i, &p->udp[i], names);
+		if (rc)
+			return rc;
+	}
+	p->nudp = i;
+	return 0;
+}
+
+static int compile_network(struct cc *c, const struct ynode *n, struct nset *names)
+{
+	static const char *const keys[] = { "deny", "allow", "udp" };
+	const struct ynode *v[3];
 	int rc = want(c, n, Y_MAP, "'network'");
 
 	if (!rc)
-		rc = map_keys(c, n, "'network'", keys, 2, v);
+		rc = map_keys(c, n, "'network'", keys, 3, v);
 	if (!rc && v[0])
 		rc = compile_cidrs(c, v[0], false);
 	if (!rc && v[1])
 		rc = compile_cidrs(c, v[1], true);
+	if (!rc && v[2])
+		rc = compile_udp(c, v[2], names);
 	return rc;
 }
 
@@ -1983,7 +2114,7 @@ static int compile_root(struct cc *c, const struct ynode *root)
 	static const char *const keys[] = { "version", "default", "allow", "passthrough",
 					    "secrets", "limits",  "upstream_ca", "dns",
 					    "network" };
-	const struct ynode *v[9];
+	const struct ynode *v[9], *udp;
 	struct nset names;
 	unsigned long ver;
 	char b[64];
@@ -2006,7 +2137,10 @@ static int compile_root(struct cc *c, const struct ynode *root)
 	if (v[1] && (want(c, v[1], Y_SCALAR, "'default'") || strcmp(v[1]->s, "deny")))
 		return FAILN(c, v[1], "'default' must be deny (the only default; list what to "
 			     "allow under 'allow')");
-	rc = nset_init(c, &names, (v[2] ? v[2]->n : 0) + (v[3] ? v[3]->n : 0));
+	/* rule names are unique across allow, passthrough and network.udp */
+	udp = v[8] && v[8]->type == Y_MAP ? map_get(v[8], "udp") : NULL;
+	rc = nset_init(c, &names, (v[2] ? v[2]->n : 0) + (v[3] ? v[3]->n : 0) +
+				  (udp ? udp->n : 0));
 	if (!rc && v[2])
 		rc = compile_rules(c, v[2], false, &names);
 	if (!rc && v[3])
@@ -2020,7 +2154,7 @@ static int compile_root(struct cc *c, const struct ynode *root)
 	if (!rc && v[7])
 		rc = compile_dns(c, v[7]);
 	if (!rc && v[8])
-		rc = compile_network(c, v[8]);
+		rc = compile_network(c, v[8], &names);
 	return rc;
 }
 
@@ -2380,6 +2514,51 @@ unsigned pol_net_allow_count(const struct pol *p)
 const struct pol_cidr *pol_net_allow_at(const struct pol *p, unsigned i)
 {
 	return i < p->nnet_allow ? &p->net_allow[i] : NULL;
+}
+
+unsigned pol_net_udp_count(const struct pol *p)
+{
+	return p->nudp;
+}
+
+const struct pol_udp_rule *pol_net_udp_at(const struct pol *p, unsigned i)
+{
+	return i < p->nudp ? &p->udp[i] : NULL;
+}
+
+/* Is a (IPv6 or IPv4-mapped form) inside net? */
+static bool cidr_contains(const struct pol_cidr *net, const unsigned char a[16])
+{
+	struct pol_cidr n6 = cidr_as_v6(net);
+	unsigned full = n6.prefix / 8, rest = n6.prefix % 8;
+	unsigned char m = (unsigned char)(0xff00 >> rest);
+
+	return !memcmp(n6.addr, a, full) && (!rest || !((n6.addr[full] ^ a[full]) & m));
+}
+
+const struct pol_udp_rule *pol_udp_match(const struct pol *p, int family,
+					 const unsigned char addr[16], uint16_t port)
+{
+	unsigned char a[16] = { [10] = 0xff, [11] = 0xff };
+
+	if (!p || !addr || !port)
+		return NULL;
+	if (family == AF_INET)
+		memcpy(a + 12, addr, 4);
+	else if (family == AF_INET6)
+		memcpy(a, addr, 16);
+	else
+		return NULL;
+	for (unsigned i = 0; i < p->nudp; i++) {
+		const struct pol_udp_rule *r = &p->udp[i];
+
+		if (!cidr_contains(&r->to, a))
+			continue;
+		for (unsigned k = 0; k < r->nports; k++)
+			if (r->ports[k].lo <= port && port <= r->ports[k].hi)
+				return r;
+	}
+	return NULL;
 }
 
 unsigned pol_nallow(const struct pol *p)

@@ -3,8 +3,9 @@
  * policy: the policy language. A YAML file (libyaml) compiles into an
  * immutable, reference-counted struct pol: allow rules (host, ports, methods,
  * path globs), passthrough hosts, secrets (read from their sources at compile
- * time), limits, upstream CA, DNS mode and extra CIDRs. docs/policy.md is the
- * reference for the file format; this header is the contract for the daemon.
+ * time), limits, upstream CA, DNS mode, extra CIDRs and allowed UDP
+ * destinations. docs/policy.md is the reference for the file format; this
+ * header is the contract for the daemon.
  *
  * A compiled policy never changes: a reload compiles a new one and swaps the
  * pointer; holders of the old one keep it alive with pol_ref()/pol_unref().
@@ -26,6 +27,9 @@
 #define POL_CIDRS_MAX 1000              /* per list (network.deny, network.allow) */
 #define POL_SECRET_VALUE_MAX 65536      /* bytes of a real secret value */
 #define POL_HOST_MAX 253
+#define POL_UDP_RULES_MAX 256           /* network.udp rules */
+#define POL_UDP_PORTS_MAX 8             /* port items per udp rule */
+#define POL_UDP_NAME_MAX 64
 
 struct pol;
 
@@ -199,6 +203,39 @@ unsigned pol_net_deny_count(const struct pol *p);
 const struct pol_cidr *pol_net_deny_at(const struct pol *p, unsigned i);
 unsigned pol_net_allow_count(const struct pol *p);
 const struct pol_cidr *pol_net_allow_at(const struct pol *p, unsigned i);
+
+/*
+ * network.udp: UDP destinations a sandbox may send to (through sluiced's UDP
+ * relay; docs/policy.md). A rule names one CIDR and up to POL_UDP_PORTS_MAX
+ * port ranges. The compiler guarantees: to never overlaps a metadata range
+ * (same list as network.allow), no range contains port 53, 1 <= nports <=
+ * POL_UDP_PORTS_MAX, names are unique among allow, passthrough and udp rules.
+ * A `to` written as an IPv4-mapped IPv6 CIDR (::ffff:a.b.c.d/n) is stored as
+ * the IPv4 CIDR a.b.c.d/(n-96). The deny set is not consulted here: a rule may
+ * allow an address that the sandbox's deny set still refuses (deny wins).
+ */
+struct pol_port_range {
+	uint16_t lo, hi;                /* host order, 1 <= lo <= hi */
+};
+
+struct pol_udp_rule {
+	char name[POL_UDP_NAME_MAX + 1];    /* "udp[<index>]" when the file gives none */
+	struct pol_cidr to;
+	unsigned nports;
+	struct pol_port_range ports[POL_UDP_PORTS_MAX];
+};
+
+/* Rules in file order; pol_net_udp_at() returns NULL when i is out of range.
+ * The struct lives as long as the policy. pol_allow_all() has none. */
+unsigned pol_net_udp_count(const struct pol *p);
+const struct pol_udp_rule *pol_net_udp_at(const struct pol *p, unsigned i);
+/* The first rule (file order) allowing UDP to addr:port (port in host order;
+ * family AF_INET uses addr[0..3], AF_INET6 addr[0..15]; an IPv4-mapped IPv6
+ * address ::ffff:a.b.c.d is matched as the IPv4 address), or NULL. NULL also
+ * for another family, a NULL addr, port 0 and pol_allow_all(). Cost: O(rules x
+ * ports), at most 256 x 8 comparisons. */
+const struct pol_udp_rule *pol_udp_match(const struct pol *p, int family,
+					 const unsigned char addr[16], uint16_t port);
 
 /* Counts for summaries ("policy OK: N allow rules, ..."). */
 unsigned pol_nallow(const struct pol *p);

@@ -7,7 +7,8 @@
  * (file "fuzz", line:col inside the input, a non-empty message) or return a
  * policy whose matchers can be run. On success the policy is exercised:
  * pol_match_conn/request, pol_host_in_policy and pol_secret_host_ok on a few
- * hosts and paths taken from the input's own scalars.
+ * hosts and paths taken from the input's own scalars, and the network.udp
+ * rules against pol_udp_match.
  *
  * Secrets: sources are env:/file: of whatever the input says; the fuzzer's
  * environment has no SLUICE_* variables, so they compile as unavailable.
@@ -84,6 +85,18 @@ static void exercise(const struct pol *p, const uint8_t *data, size_t size)
 	}
 	for (unsigned i = 0; i < pol_nwarnings(p); i++)
 		CHECK(pol_warning(p, i)->msg[0]);
+	/* network.udp: every rule sane, and each matches its own first port. */
+	CHECK(pol_net_udp_count(p) <= POL_UDP_RULES_MAX);
+	for (unsigned i = 0; i < pol_net_udp_count(p); i++) {
+		const struct pol_udp_rule *u = pol_net_udp_at(p, i);
+
+		CHECK(u && u->name[0] && u->nports >= 1 && u->nports <= POL_UDP_PORTS_MAX);
+		for (unsigned k = 0; k < u->nports; k++)
+			CHECK(u->ports[k].lo >= 1 && u->ports[k].lo <= u->ports[k].hi &&
+			      (u->ports[k].hi < 53 || u->ports[k].lo > 53));
+		CHECK(pol_udp_match(p, u->to.family, u->to.addr, u->ports[0].lo) != NULL);
+	}
+	CHECK(pol_net_udp_at(p, pol_net_udp_count(p)) == NULL);
 	CHECK(pol_limits(p)->max_connections >= 1);
 	CHECK(!strncmp(pol_hash(p), "sha256:", 7));
 }

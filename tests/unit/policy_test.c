@@ -241,6 +241,9 @@ Test(policy, defaults)
 	cr_expect_eq(pol_nsecrets(p), 0);
 	cr_expect_eq(pol_net_deny_count(p), 0);
 	cr_expect_eq(pol_net_allow_count(p), 0);
+	cr_expect_eq(pol_net_udp_count(p), 0);
+	cr_expect_null(pol_net_udp_at(p, 0));
+	cr_expect_null(pol_udp_match(p, AF_INET, (const unsigned char[16]){ 10, 0, 0, 1 }, 123));
 	cr_expect_eq(pol_nwarnings(p), 0);
 	cr_expect_null(pol_warning(p, 0));
 	/* default deny */
@@ -252,8 +255,9 @@ Test(policy, defaults)
 
 	/* empty lists are fine */
 	p = load_ok("version: 1\nallow: []\npassthrough: []\nsecrets: []\n"
-		    "network: {deny: [], allow: []}\nlimits: {}\ndns: {}\n");
+		    "network: {deny: [], allow: [], udp: []}\nlimits: {}\ndns: {}\n");
 	cr_expect_eq(pol_nallow(p), 0);
+	cr_expect_eq(pol_net_udp_count(p), 0);
 	pol_unref(p);
 }
 
@@ -277,6 +281,9 @@ Test(policy, allow_all)
 	cr_expect_eq(pol_nsecrets(p), 0);
 	cr_expect_eq(pol_dns_mode(p), POL_DNS_FORWARD);
 	cr_expect_eq(pol_limits(p)->max_connections, 512);
+	/* allow-all never opened UDP, and still does not */
+	cr_expect_eq(pol_net_udp_count(p), 0);
+	cr_expect_null(pol_udp_match(p, AF_INET, (const unsigned char[16]){ 10, 0, 0, 1 }, 123));
 	cr_expect_eq(pol_ref(p), p);
 	pol_unref(p);
 	pol_unref(p);
@@ -410,6 +417,117 @@ static const struct bad bad_cases[] = {
 	{ "version: 1\nnetwork:\n  allow: [\"::ffff:169.254.169.254\"]\n", 3, 11, "metadata" },
 	{ "version: 1\nnetwork:\n  allow: [\"fd00:ec2::254\"]\n", 3, 11, "fd00:ec2::/32" },
 	{ "version: 1\nnetwork:\n  allow: [\"::/0\"]\n", 3, 11, "metadata" },
+	{ "version: 1\nnetwork:\n  udp2: []\n", 3, 3,
+	  "unknown key 'udp2' in 'network'; valid keys: deny, allow, udp" },
+	/* network.udp: structure */
+	{ "version: 1\nnetwork:\n  udp: {to: 10.0.0.1}\n", 3, 8,
+	  "'network.udp' must be a sequence, got a mapping" },
+	{ "version: 1\nnetwork:\n  udp:\n    - 10.0.0.1\n", 4, 7,
+	  "network.udp[0] must be a mapping, got a scalar" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      port: [1]\n", 5, 7,
+	  "unknown key 'port' in network.udp[0]; valid keys: name, to, ports" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [1]\n"
+	  "      to: 10.0.0.2\n", 6, 7, "duplicate key 'to' in network.udp[0] (first at line 4)" },
+	{ "version: 1\nnetwork:\n  udp:\n    - ports: [123]\n", 4, 7,
+	  "network.udp[0] has no 'to'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n", 4, 7,
+	  "network.udp[0] has no 'ports'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - {to: 10.0.0.1, ports: [1]}\n    - {ports: [1]}\n",
+	  5, 7, "network.udp[1] has no 'to'" },
+	/* network.udp: to */
+	{ "version: 1\nnetwork:\n  udp:\n    - to: example.com\n      ports: [1]\n", 4, 11,
+	  "invalid CIDR 'example.com': not an address or CIDR" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1/8\n      ports: [1]\n", 4, 11,
+	  "invalid CIDR '10.0.0.1/8': host bits are set after the prefix" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: \"2001:db8::/129\"\n      ports: [1]\n", 4, 11,
+	  "prefix length out of range" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: [10.0.0.1]\n      ports: [1]\n", 4, 11,
+	  "'to' must be a scalar, got a sequence" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to:\n      ports: [1]\n", 4, 10,
+	  "'to' must be a scalar, got nothing (null)" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 169.254.169.254\n      ports: [123]\n", 4, 11,
+	  "network.udp 'to: 169.254.169.254' overlaps the metadata range 169.254.0.0/16; "
+	  "metadata addresses can never be allowed" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: \"::ffff:169.254.169.254\"\n      ports: [1]\n",
+	  4, 11, "network.udp 'to: ::ffff:169.254.169.254' overlaps the metadata range "
+	  "169.254.0.0/16" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: \"::ffff:a9fe:0/112\"\n      ports: [1]\n",
+	  4, 11, "overlaps the metadata range 169.254.0.0/16" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: fd00:ec2::254\n      ports: [1]\n", 4, 11,
+	  "network.udp 'to: fd00:ec2::254' overlaps the metadata range fd00:ec2::/32" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: fe80::1\n      ports: [1]\n", 4, 11,
+	  "overlaps the metadata range fe80::/10" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 100.100.100.200\n      ports: [1]\n", 4, 11,
+	  "overlaps the metadata range 100.100.100.200/32" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 168.63.0.0/16\n      ports: [1]\n", 4, 11,
+	  "overlaps the metadata range 168.63.129.16/32" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: \"64:ff9b::a9fe:a9fe\"\n      ports: [1]\n",
+	  4, 11, "overlaps the metadata range 64:ff9b::a9fe:0/112" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 0.0.0.0/0\n      ports: [1]\n", 4, 11,
+	  "network.udp 'to: 0.0.0.0/0' overlaps the metadata range 169.254.0.0/16" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: \"::/0\"\n      ports: [1]\n", 4, 11,
+	  "network.udp 'to: ::/0' overlaps the metadata range 169.254.0.0/16" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: \"::fffe:0:0/95\"\n      ports: [1]\n", 4, 11,
+	  "overlaps the metadata range 169.254.0.0/16" },
+	/* network.udp: ports */
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: []\n", 5, 14,
+	  "'ports' must not be empty" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: 123\n", 5, 14,
+	  "'ports' must be a sequence, got a scalar" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [0]\n", 5, 15,
+	  "a udp port must be an integer from 1 to 65535 or a string \"lo-hi\" with "
+	  "1 <= lo <= hi <= 65535, got '0'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [123, 65536]\n", 5, 20,
+	  "got '65536'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [-1]\n", 5, 15,
+	  "got '-1'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [ntp]\n", 5, 15,
+	  "got 'ntp'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [1.5]\n", 5, 15,
+	  "got '1.5'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"200-100\"]\n", 5, 15,
+	  "got '200-100'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"100-\"]\n", 5, 15,
+	  "got '100-'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"0-100\"]\n", 5, 15,
+	  "got '0-100'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"100-65536\"]\n", 5, 15,
+	  "got '100-65536'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"1-2-3\"]\n", 5, 15,
+	  "got '1-2-3'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"100 - 200\"]\n", 5, 15,
+	  "got '100 - 200'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"\"]\n", 5, 15,
+	  "got ''" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [[1, 2]]\n", 5, 15,
+	  "a udp port must be a scalar, got a sequence" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [53]\n", 5, 15,
+	  "port 53 is DNS: sandbox DNS always goes to sluiced's DNS listener" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [123, \"1-100\"]\n", 5,
+	  20, "port 53 is DNS: sandbox DNS always goes to sluiced's DNS listener" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [53-53]\n", 5, 15,
+	  "port 53 is DNS" },
+	{ "version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n      ports: [\"53\"]\n", 5, 15,
+	  "port 53 is DNS" },
+	/* network.udp: names */
+	{ "version: 1\nnetwork:\n  udp:\n    - name: \"a b\"\n      to: 10.0.0.1\n"
+	  "      ports: [1]\n", 4, 13, "invalid rule name 'a b': 1 to 64 of [A-Za-z0-9_.-]" },
+	{ "version: 1\nnetwork:\n  udp:\n    - name: \"\"\n      to: 10.0.0.1\n      ports: [1]\n",
+	  4, 13, "invalid rule name ''" },
+	{ "version: 1\nnetwork:\n  udp:\n    - name: "
+	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+	  "      to: 10.0.0.1\n      ports: [1]\n", 4, 13, "invalid rule name" },
+	{ "version: 1\nnetwork:\n  udp:\n    - name: \"udp[1]\"\n      to: 10.0.0.1\n"
+	  "      ports: [1]\n", 4, 13, "invalid rule name 'udp[1]'" },
+	{ "version: 1\nnetwork:\n  udp:\n    - name: ntp\n      to: 10.0.0.1\n      ports: [123]\n"
+	  "    - name: ntp\n      to: 10.0.0.2\n      ports: [123]\n", 7, 13,
+	  "duplicate rule name 'ntp' (first at line 4)" },
+	{ "version: 1\nallow:\n  - {name: ntp, host: a.test}\nnetwork:\n  udp:\n"
+	  "    - name: ntp\n      to: 10.0.0.1\n      ports: [123]\n", 6, 13,
+	  "duplicate rule name 'ntp' (first at line 3)" },
+	{ "version: 1\npassthrough:\n  - {name: ntp, host: a.test}\nnetwork:\n  udp:\n"
+	  "    - name: ntp\n      to: 10.0.0.1\n      ports: [123]\n", 6, 13,
+	  "duplicate rule name 'ntp' (first at line 3)" },
 	/* secrets */
 	{ "version: 1\nsecrets:\n  - name: a\n", 3, 5, "secrets[0] has no 'placeholder'" },
 	{ "version: 1\nsecrets:\n  - name: a\n    placeholder: SHORT\n    source: env:X\n"
@@ -482,6 +600,31 @@ Test(policy, non_utf8)
 	load_err_len("version: 1\n\0", 12, -EINVAL, 2, 1, "control characters are not allowed");
 }
 
+/* 16-byte address buffers for pol_udp_match() (four live at a time) */
+static const unsigned char *v4(unsigned char a, unsigned char b, unsigned char c, unsigned char d)
+{
+	static unsigned char buf[4][16];
+	static unsigned k;
+	unsigned char *r = buf[k++ % 4];
+
+	memset(r, 0, 16);
+	r[0] = a;
+	r[1] = b;
+	r[2] = c;
+	r[3] = d;
+	return r;
+}
+
+static const unsigned char *v6(const char *s)
+{
+	static unsigned char buf[4][16];
+	static unsigned k;
+	unsigned char *r = buf[k++ % 4];
+
+	cr_assert_eq(inet_pton(AF_INET6, s, r), 1, "%s", s);
+	return r;
+}
+
 Test(policy, count_limits)
 {
 	size_t cap = 1024 * 1024, n = 0;
@@ -512,6 +655,40 @@ Test(policy, count_limits)
 	for (int i = 0; i <= POL_CIDRS_MAX; i++)
 		n += (size_t)snprintf(buf + n, cap - n, " - 10.%d.%d.0/24\n", i / 256, i % 256);
 	load_err_len(buf, n, -EINVAL, 4 + POL_CIDRS_MAX, 4, "more than 1000 items");
+	/* 257 udp rules; 256 are fine */
+	n = (size_t)snprintf(buf, cap, "version: 1\nnetwork:\n udp:\n");
+	for (int i = 0; i <= POL_UDP_RULES_MAX; i++)
+		n += (size_t)snprintf(buf + n, cap - n, " - {to: 10.0.%d.%d, ports: [1]}\n",
+				      i / 256, i % 256);
+	load_err_len(buf, n, -EINVAL, 4 + POL_UDP_RULES_MAX, 4,
+		     "'network.udp' has more than 256 items");
+	n = (size_t)snprintf(buf, cap, "version: 1\nnetwork:\n udp:\n");
+	for (int i = 0; i < POL_UDP_RULES_MAX; i++)
+		n += (size_t)snprintf(buf + n, cap - n, " - {to: 10.0.%d.%d, ports: [1]}\n",
+				      i / 256, i % 256);
+	{
+		struct pol *p = NULL;
+		struct pol_error e;
+
+		cr_assert_eq(pol_load_buffer("t.yaml", buf, n, &p, &e), 0, "%s", e.msg);
+		cr_expect_eq(pol_net_udp_count(p), POL_UDP_RULES_MAX);
+		cr_expect_str_eq(pol_net_udp_at(p, 255)->name, "udp[255]");
+		cr_expect_eq(pol_udp_match(p, AF_INET, v4(10, 0, 0, 255), 1),
+			     pol_net_udp_at(p, 255));
+		cr_expect_null(pol_udp_match(p, AF_INET, v4(10, 0, 1, 0), 1));
+		pol_unref(p);
+	}
+	/* 9 ports in a udp rule; 8 are fine */
+	load_err("version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n"
+		 "      ports: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n", 5, 39,
+		 "'ports' has more than 8 items");
+	{
+		struct pol *p = load_ok("version: 1\nnetwork:\n  udp:\n    - to: 10.0.0.1\n"
+					"      ports: [1, 2, 3, 4, 5, 6, 7, \"54-65535\"]\n");
+
+		cr_expect_eq(pol_net_udp_at(p, 0)->nports, POL_UDP_PORTS_MAX);
+		pol_unref(p);
+	}
 	/* 65 secrets */
 	n = (size_t)snprintf(buf, cap, "version: 1\nsecrets:\n");
 	for (int i = 0; i <= POL_SECRETS_MAX; i++)
@@ -520,6 +697,149 @@ Test(policy, count_limits)
 				      "hosts: [a.test], in: {any_header: true}}\n", i, i, i);
 	load_err_len(buf, n, -EINVAL, 3 + POL_SECRETS_MAX, 3, "more than 64 items");
 	free(buf);
+}
+
+/* ---- network.udp ---- */
+
+static const char udp_yaml[] =
+	"version: 1\n"
+	"allow:\n"
+	"  - name: web\n"
+	"    host: a.test\n"
+	"network:\n"
+	"  allow: [\"10.0.0.0/8\"]\n"
+	"  udp:\n"
+	"    - name: ntp\n"
+	"      to: 10.1.2.3\n"
+	"      ports: [123]\n"
+	"    - to: 2001:db8::/64\n"
+	"      ports: [\"60000-61000\", 4433]\n"
+	"    - to: \"::ffff:192.0.2.0/120\"\n"
+	"      ports: [\"5000-5000\", \"7000\"]\n"
+	"    - name: wide.v4_-1\n"
+	"      to: 10.0.0.0/8\n"
+	"      ports: [1-52, 54-65535]\n"
+	"    - {to: 198.51.100.128/25, ports: [9]}\n"
+	"    - {to: \"2001:db8:1:8::/61\", ports: [9]}\n";
+
+Test(policy, udp_rules)
+{
+	struct pol *p = load_ok(udp_yaml);
+	const struct pol_udp_rule *r;
+	unsigned char want[16] = { 0 };
+
+	cr_expect_eq(pol_nallow(p), 1);
+	cr_expect_eq(pol_net_allow_count(p), 1);
+	cr_assert_eq(pol_net_udp_count(p), 6);
+	cr_expect_null(pol_net_udp_at(p, 6));
+
+	r = pol_net_udp_at(p, 0);
+	cr_expect_str_eq(r->name, "ntp");
+	cr_expect_eq(r->to.family, AF_INET);
+	cr_expect_eq(r->to.prefix, 32);
+	cr_expect_eq(memcmp(r->to.addr, (unsigned char[4]){ 10, 1, 2, 3 }, 4), 0);
+	cr_assert_eq(r->nports, 1);
+	cr_expect(r->ports[0].lo == 123 && r->ports[0].hi == 123);
+
+	r = pol_net_udp_at(p, 1);
+	cr_expect_str_eq(r->name, "udp[1]");
+	cr_expect_eq(r->to.family, AF_INET6);
+	cr_expect_eq(r->to.prefix, 64);
+	inet_pton(AF_INET6, "2001:db8::", want);
+	cr_expect_eq(memcmp(r->to.addr, want, 16), 0);
+	cr_assert_eq(r->nports, 2);
+	cr_expect(r->ports[0].lo == 60000 && r->ports[0].hi == 61000);
+	cr_expect(r->ports[1].lo == 4433 && r->ports[1].hi == 4433);
+
+	/* an IPv4-mapped `to` is stored as IPv4 */
+	r = pol_net_udp_at(p, 2);
+	cr_expect_str_eq(r->name, "udp[2]");
+	cr_expect_eq(r->to.family, AF_INET);
+	cr_expect_eq(r->to.prefix, 24);
+	memset(want, 0, sizeof(want));
+	memcpy(want, (unsigned char[4]){ 192, 0, 2, 0 }, 4);
+	cr_expect_eq(memcmp(r->to.addr, want, 16), 0);
+	cr_assert_eq(r->nports, 2);
+	cr_expect(r->ports[0].lo == 5000 && r->ports[0].hi == 5000);
+	cr_expect(r->ports[1].lo == 7000 && r->ports[1].hi == 7000);
+
+	r = pol_net_udp_at(p, 3);
+	cr_expect_str_eq(r->name, "wide.v4_-1");
+	cr_expect_eq(r->to.prefix, 8);
+	cr_assert_eq(r->nports, 2);
+	cr_expect(r->ports[0].lo == 1 && r->ports[0].hi == 52);
+	cr_expect(r->ports[1].lo == 54 && r->ports[1].hi == 65535);
+
+	cr_expect_str_eq(pol_net_udp_at(p, 4)->name, "udp[4]");
+	cr_expect_str_eq(pol_net_udp_at(p, 5)->name, "udp[5]");
+	pol_unref(p);
+
+	/* a 64-byte name is the longest; udp without allow/deny */
+	p = load_ok("version: 1\nnetwork:\n  udp:\n    - name: "
+		    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+		    "      to: \"2001:db8::1\"\n      ports: [65535]\n");
+	r = pol_net_udp_at(p, 0);
+	cr_expect_eq(strlen(r->name), POL_UDP_NAME_MAX);
+	cr_expect_eq(r->to.prefix, 128);
+	cr_expect_eq(pol_net_allow_count(p), 0);
+	pol_unref(p);
+}
+
+Test(policy, udp_match)
+{
+	struct pol *p = load_ok(udp_yaml);
+	const struct pol_udp_rule *ntp, *r1, *r2, *wide, *r4, *r5;
+
+	ntp = pol_net_udp_at(p, 0);
+	r1 = pol_net_udp_at(p, 1);
+	r2 = pol_net_udp_at(p, 2);
+	wide = pol_net_udp_at(p, 3);
+	r4 = pol_net_udp_at(p, 4);
+	r5 = pol_net_udp_at(p, 5);
+
+	/* hit; first match in file order (wide also allows 10.1.2.3:123) */
+	cr_expect_eq(pol_udp_match(p, AF_INET, v4(10, 1, 2, 3), 123), ntp);
+	/* ntp's port misses: the next rule in order that allows it */
+	cr_expect_eq(pol_udp_match(p, AF_INET, v4(10, 1, 2, 3), 124), wide);
+	cr_expect_eq(pol_udp_match(p, AF_INET, v4(10, 200, 0, 1), 123), wide);
+	/* port miss on every rule */
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(10, 1, 2, 3), 53));
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(10, 1, 2, 3), 0));
+	/* address miss */
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(11, 1, 2, 3), 123));
+	/* a v4-mapped query matches the v4 rule */
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("::ffff:10.1.2.3"), 123), ntp);
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("::ffff:10.1.2.3"), 9999), wide);
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("::ffff:11.1.2.3"), 123));
+	/* not v4-mapped: ::10.1.2.3 (v4-compatible) and NAT64 are other addresses */
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("::10.1.2.3"), 123));
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("64:ff9b::10.1.2.3"), 123));
+	/* a rule written v4-mapped matches both spellings */
+	cr_expect_eq(pol_udp_match(p, AF_INET, v4(192, 0, 2, 77), 5000), r2);
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("::ffff:192.0.2.77"), 7000), r2);
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(192, 0, 2, 77), 5001));
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(192, 0, 3, 1), 5000));
+	/* v6 ranges, both ends */
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("2001:db8::1"), 60000), r1);
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("2001:db8::ffff:ffff:ffff:ffff"), 61000), r1);
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("2001:db8::1"), 4433), r1);
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("2001:db8::1"), 59999));
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("2001:db8::1"), 61001));
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("2001:db8:0:1::1"), 60000));
+	/* the v4 address whose bytes are 20 01 0d b8 is not 2001:db8:: */
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(0x20, 0x01, 0x0d, 0xb8), 60000));
+	/* prefixes that are not byte-aligned */
+	cr_expect_eq(pol_udp_match(p, AF_INET, v4(198, 51, 100, 128), 9), r4);
+	cr_expect_eq(pol_udp_match(p, AF_INET, v4(198, 51, 100, 255), 9), r4);
+	cr_expect_null(pol_udp_match(p, AF_INET, v4(198, 51, 100, 127), 9));
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("2001:db8:1:8::1"), 9), r5);
+	cr_expect_eq(pol_udp_match(p, AF_INET6, v6("2001:db8:1:f:ffff::"), 9), r5);
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("2001:db8:1:7::1"), 9));
+	cr_expect_null(pol_udp_match(p, AF_INET6, v6("2001:db8:1:10::1"), 9));
+	/* nonsense arguments */
+	cr_expect_null(pol_udp_match(p, AF_UNIX, v4(10, 1, 2, 3), 123));
+	cr_expect_null(pol_udp_match(p, AF_INET, NULL, 123));
+	pol_unref(p);
 }
 
 /* ---- size, depth, bombs: each refused in well under a second ---- */
