@@ -18,6 +18,7 @@
 #include "lib/sock.h"
 #include "lib/peer.h"
 #include "lib/conn.h"
+#include "lib/udp.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -109,4 +110,12 @@ int sluice_sockops(struct bpf_sock_ops *ctx)
 	if (ctx->op == BPF_SOCK_OPS_TCP_CONNECT_CB)
 		sl_conn_publish(ctx);
 	return 1;
+}
+
+/* UDP relay flows (lib/udp.h). Always lets the packet go: see there. */
+SEC("cgroup_skb/egress")
+int sluice_egress(struct __sk_buff *skb)
+{
+	sl_udp_publish(skb);
+	return SL_ALLOW;
 }

@@ -50,6 +50,7 @@ struct bpfl {
 	char pin_dir[PATH_MAX];
 	int conn_fd;
 	int deny4_fd, deny6_fd;
+	int uallow4_fd, uallow6_fd, udp_flows_fd;
 };
 
 /*
@@ -60,7 +61,8 @@ struct bpfl {
 static struct bpf_program *bpfl_progs(struct bpfl *b, size_t i)
 {
 	struct bpf_program *p[] = {
-		b->skel->progs.sluice_sockops,	   b->skel->progs.sluice_getpeer4,
+		b->skel->progs.sluice_sockops,	   b->skel->progs.sluice_egress,
+		b->skel->progs.sluice_getpeer4,
 		b->skel->progs.sluice_getpeer6,	   b->skel->progs.sluice_recvmsg4,
 		b->skel->progs.sluice_recvmsg6,	   b->skel->progs.sluice_bind4,
 		b->skel->progs.sluice_bind6,	   b->skel->progs.sluice_sock_create,
@@ -217,6 +219,9 @@ static int bpfl_set_pins(struct bpfl *b)
 		b->skel->maps.sluice_conn_map,
 		b->skel->maps.sluice_deny4,
 		b->skel->maps.sluice_deny6,
+		b->skel->maps.sluice_uallow4,
+		b->skel->maps.sluice_uallow6,
+		b->skel->maps.sluice_udp_flows,
 	};
 	char path[PATH_MAX];
 	size_t i;
@@ -313,6 +318,7 @@ int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 	cfg.listen_addr4 = opts->listen_addr4.s_addr;
 	cfg.listen_port = htons(opts->listen_port);
 	cfg.dns_port = htons(opts->dns_port);
+	cfg.udp_port = htons(opts->udp_port);
 	memcpy(cfg.listen_addr6, &opts->listen_addr6, sizeof(cfg.listen_addr6));
 	r = bpf_map__update_elem(b->skel->maps.sluice_cfg_map, &key, sizeof(key), &cfg,
 				 sizeof(cfg), BPF_ANY);
@@ -321,6 +327,9 @@ int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 	b->conn_fd = bpf_map__fd(b->skel->maps.sluice_conn_map);
 	b->deny4_fd = bpf_map__fd(b->skel->maps.sluice_deny4);
 	b->deny6_fd = bpf_map__fd(b->skel->maps.sluice_deny6);
+	b->uallow4_fd = bpf_map__fd(b->skel->maps.sluice_uallow4);
+	b->uallow6_fd = bpf_map__fd(b->skel->maps.sluice_uallow6);
+	b->udp_flows_fd = bpf_map__fd(b->skel->maps.sluice_udp_flows);
 	*ret_bpfl = b;
 	return 0;
 
@@ -716,15 +725,18 @@ out_free:
 	return r;
 }
 
-int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *cidrs, unsigned n)
+/*
+ * Replace cgroup_id's entries in one pair of tries (deny or UDP allow) with
+ * cidrs[0..n), values[i] (vsz bytes each) going with cidrs[i]: new entries
+ * first, stale ones deleted after (see above).
+ */
+static int bpfl_trie_set(int fd4, int fd6, uint64_t cgroup_id, const struct bpfl_cidr *cidrs,
+			 const void *values, size_t vsz, unsigned n)
 {
-	struct sluice_deny_val val = {};
 	struct bpfl_deny_key k;
 	unsigned i;
 	int r;
 
-	if (!b || !cgroup_id || (n && !cidrs) || n > BPFL_DENY_MAX)
-		return -EINVAL;
 	for (i = 0; i < n; i++) {
 		r = bpfl_deny_key(cgroup_id, &cidrs[i], &k);
 		if (r < 0)
@@ -732,15 +744,30 @@ int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *ci
 	}
 	for (i = 0; i < n; i++) {
 		bpfl_deny_key(cgroup_id, &cidrs[i], &k);
-		r = bpf_map_update_elem(cidrs[i].family == AF_INET ? b->deny4_fd : b->deny6_fd, &k,
-					&val, BPF_ANY);
+		r = bpf_map_update_elem(cidrs[i].family == AF_INET ? fd4 : fd6, &k,
+					(const char *)values + i * vsz, BPF_ANY);
 		if (r < 0)
-			return r; /* entries added so far stay: more denied, never less */
+			return r; /* entries added so far stay */
 	}
-	r = bpfl_deny_prune(b->deny4_fd, AF_INET, cgroup_id, cidrs, n);
+	r = bpfl_deny_prune(fd4, AF_INET, cgroup_id, cidrs, n);
 	if (r < 0)
 		return r;
-	return bpfl_deny_prune(b->deny6_fd, AF_INET6, cgroup_id, cidrs, n);
+	return bpfl_deny_prune(fd6, AF_INET6, cgroup_id, cidrs, n);
+}
+
+int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *cidrs, unsigned n)
+{
+	struct sluice_deny_val *vals;
+	int r;
+
+	if (!b || !cgroup_id || (n && !cidrs) || n > BPFL_DENY_MAX)
+		return -EINVAL;
+	vals = calloc(n + 1, sizeof(*vals));
+	if (!vals)
+		return -ENOMEM;
+	r = bpfl_trie_set(b->deny4_fd, b->deny6_fd, cgroup_id, cidrs, vals, sizeof(*vals), n);
+	free(vals);
+	return r;
 }
 
 int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id)
@@ -753,4 +780,102 @@ int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id)
 	if (r < 0)
 		return r;
 	return bpfl_deny_prune(b->deny6_fd, AF_INET6, cgroup_id, NULL, 0);
+}
+
+int bpfl_set_udp_allow(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_udp_allow *v,
+		       unsigned n)
+{
+	struct sluice_udp_allow_val *vals;
+	struct bpfl_cidr *cidrs;
+	unsigned i, j;
+	int r = -ENOMEM;
+
+	if (!b || !cgroup_id || (n && !v) || n > BPFL_UDP_ALLOW_MAX)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		if (!v[i].nranges || v[i].nranges > SLUICE_UDP_RANGES_MAX)
+			return -EINVAL;
+		for (j = 0; j < v[i].nranges; j++)
+			if (v[i].ranges[j].lo > v[i].ranges[j].hi)
+				return -EINVAL;
+	}
+	cidrs = calloc(n + 1, sizeof(*cidrs));
+	vals = calloc(n + 1, sizeof(*vals));
+	if (!cidrs || !vals)
+		goto out_free;
+	for (i = 0; i < n; i++) {
+		cidrs[i] = v[i].cidr;
+		vals[i].nranges = v[i].nranges;
+		for (j = 0; j < v[i].nranges; j++) {
+			vals[i].r[j].lo = v[i].ranges[j].lo;
+			vals[i].r[j].hi = v[i].ranges[j].hi;
+		}
+	}
+	r = bpfl_trie_set(b->uallow4_fd, b->uallow6_fd, cgroup_id, cidrs, vals, sizeof(*vals), n);
+out_free:
+	free(cidrs);
+	free(vals);
+	return r;
+}
+
+int bpfl_clear_udp_allow(struct bpfl *b, uint64_t cgroup_id)
+{
+	return bpfl_set_udp_allow(b, cgroup_id, NULL, 0);
+}
+
+/* The flow key exactly as bpf/lib/udp.h builds it from the datagram. */
+static int bpfl_udp_key(uint64_t netns_cookie, const struct sockaddr *src,
+			struct sluice_conn_key *key)
+{
+	memset(key, 0, sizeof(*key));
+	key->netns_cookie = netns_cookie;
+	if (src->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)src;
+
+		memcpy(key->addr, &sin->sin_addr, 4);
+		key->port = sin->sin_port;
+		key->family = SLUICE_AF_INET;
+	} else if (src->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)src;
+
+		memcpy(key->addr, &sin6->sin6_addr, 16);
+		key->port = sin6->sin6_port;
+		key->family = SLUICE_AF_INET6;
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	return 0;
+}
+
+int bpfl_udp_flow_lookup(struct bpfl *b, uint64_t netns_cookie, const struct sockaddr *src,
+			 struct sluice_orig *ret_orig)
+{
+	struct sluice_conn_key key;
+	struct sluice_orig val;
+	int r;
+
+	if (!b || !src || !ret_orig)
+		return -EINVAL;
+	r = bpfl_udp_key(netns_cookie, src, &key);
+	if (r < 0)
+		return r;
+	if (bpf_map_lookup_elem(b->udp_flows_fd, &key, &val) < 0)
+		return -errno;
+	*ret_orig = val;
+	return 0;
+}
+
+int bpfl_udp_flow_forget(struct bpfl *b, uint64_t netns_cookie, const struct sockaddr *src)
+{
+	struct sluice_conn_key key;
+	int r;
+
+	if (!b || !src)
+		return -EINVAL;
+	r = bpfl_udp_key(netns_cookie, src, &key);
+	if (r < 0)
+		return r;
+	if (bpf_map_delete_elem(b->udp_flows_fd, &key) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
 }

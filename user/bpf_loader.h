@@ -26,6 +26,8 @@ struct bpfl_opts {
 	uint16_t listen_port;      /* host order */
 	uint16_t dns_port;         /* host order; DNS listener (UDP + TCP) on the same
 				    * addresses. 0: no DNS listener, DNS is refused */
+	uint16_t udp_port;         /* host order; UDP relay listener on the same addresses.
+				    * 0: no relay, every non-DNS datagram is refused */
 	struct in_addr listen_addr4;   /* normally 127.0.0.1 */
 	struct in6_addr listen_addr6;  /* normally ::1 */
 };
@@ -99,6 +101,42 @@ int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *ci
 
 /* Remove every deny entry of cgroup_id (call it on detach). 0 or -errno. */
 int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id);
+
+/*
+ * UDP destinations the sandbox's policy allows (network.udp). One entry per
+ * distinct CIDR; its ranges must already include the ranges of every other
+ * entry whose CIDR covers it (an LPM lookup sees only the longest match).
+ * sendmsg4/6 and connect4/6 steer a datagram to the UDP relay when its
+ * destination is not in the deny set and an entry allows its port, and pin
+ * the socket to it. Replaced like the deny set (new entries first); n == 0
+ * clears. 0, -EINVAL (bad entry, n > BPFL_UDP_ALLOW_MAX, cgroup_id 0;
+ * nothing changed), -E2BIG / -ENOMEM (map full), or -errno.
+ */
+struct bpfl_udp_allow {
+	struct bpfl_cidr cidr;
+	unsigned nranges;                 /* 1..SLUICE_UDP_RANGES_MAX */
+	struct {
+		uint16_t lo, hi;          /* host order, lo <= hi */
+	} ranges[SLUICE_UDP_RANGES_MAX];
+};
+
+#define BPFL_UDP_ALLOW_MAX 1024 /* entries per bpfl_set_udp_allow call */
+
+int bpfl_set_udp_allow(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_udp_allow *v,
+		       unsigned n);
+int bpfl_clear_udp_allow(struct bpfl *b, uint64_t cgroup_id);
+
+/*
+ * The UDP relay's view of a datagram: src is its source as recvmsg() on the
+ * relay socket gave it, netns_cookie that socket's SO_NETNS_COOKIE. Returns
+ * 0 and the destination the sending socket is pinned to (with its cgroup
+ * id), -ENOENT when no pinned socket sent it (sluiced drops it), or -errno.
+ * forget deletes the entry (flow expired; the next datagram publishes it
+ * again). Thread-safe.
+ */
+int bpfl_udp_flow_lookup(struct bpfl *b, uint64_t netns_cookie, const struct sockaddr *src,
+			 struct sluice_orig *ret_orig);
+int bpfl_udp_flow_forget(struct bpfl *b, uint64_t netns_cookie, const struct sockaddr *src);
 
 /* Cgroup id (inode number of the cgroup2 directory) of path; 0 on error. */
 uint64_t bpfl_cgroup_id(const char *cgroup_path);

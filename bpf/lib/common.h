@@ -21,6 +21,10 @@
 
 #define SL_DNS_PORT bpf_htons(53)
 
+/* skb->protocol values (network order); vmlinux.h has no ETH_P_* macros. */
+#define SL_ETH_P_IP bpf_htons(0x0800)
+#define SL_ETH_P_IPV6 bpf_htons(0x86DD)
+
 /*
  * bpf_set_retval (5.18+) lets a refusing program choose the errno the
  * syscall returns; without it a refusal is always EPERM. The CO-RE check

@@ -60,4 +60,33 @@ struct {
 	__type(value, struct sluice_deny_val);
 } sluice_deny6 SEC(".maps");
 
+/* UDP destinations allowed per sandbox, same keys as the deny tries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SLUICE_UDP_ALLOW_MAP_MAX);
+	__type(key, struct sluice_deny4_key);
+	__type(value, struct sluice_udp_allow_val);
+} sluice_uallow4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, SLUICE_UDP_ALLOW_MAP_MAX);
+	__type(key, struct sluice_deny6_key);
+	__type(value, struct sluice_udp_allow_val);
+} sluice_uallow6 SEC(".maps");
+
+/*
+ * Sandbox UDP socket (as the relay sees it) -> pinned destination. LRU:
+ * flows of sockets long closed fall out; sluiced also deletes entries of
+ * flows it expired.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SLUICE_UDP_FLOW_MAP_MAX);
+	__type(key, struct sluice_conn_key);
+	__type(value, struct sluice_orig);
+} sluice_udp_flows SEC(".maps");
+
 #endif

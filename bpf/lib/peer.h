@@ -49,12 +49,37 @@ static __always_inline int sl_peer6(struct bpf_sock_addr *ctx)
 }
 
 /*
+ * Which record answers for a datagram from sluiced's port (network order)?
+ * The DNS listener's answers get the resolver the socket last sent a query
+ * to; the UDP relay's datagrams get the destination the socket is pinned to.
+ * NULL: leave the source alone.
+ */
+static __always_inline struct sluice_orig *sl_recv_orig(struct bpf_sock_addr *ctx,
+							const struct sluice_cfg *cfg, __u16 port)
+{
+	struct sluice_orig *st;
+	bool relay;
+
+	if (cfg->dns_port && port == cfg->dns_port)
+		relay = false;
+	else if (cfg->udp_port && port == cfg->udp_port)
+		relay = true;
+	else
+		return NULL;
+	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	if (!st || !!(st->flags & SLUICE_ORIG_F_UDP_RELAY) != relay)
+		return NULL;
+	return st;
+}
+
+/*
  * recvmsg4: a datagram from the DNS listener gets the source the socket last
  * sent its query to (glibc, musl, Go and c-ares drop answers from any other
- * address). Everything else is left as it is. Only the last resolver is
- * kept: a late answer to an earlier query to another resolver, or an answer
- * to a query sent to the DNS listener's own address after a redirected one,
- * shows the last redirected resolver as its source.
+ * address); one from the UDP relay gets the socket's pinned destination.
+ * Everything else is left as it is. Only the last resolver is kept: a late
+ * answer to an earlier query to another resolver, or an answer to a query
+ * sent to the DNS listener's own address after a redirected one, shows the
+ * last redirected resolver as its source.
  */
 static __always_inline void sl_recv4(struct bpf_sock_addr *ctx)
 {
@@ -62,10 +87,9 @@ static __always_inline void sl_recv4(struct bpf_sock_addr *ctx)
 	struct sluice_orig *st;
 	__u32 a;
 
-	if (!cfg || !cfg->dns_port || (__u16)ctx->user_port != cfg->dns_port ||
-	    ctx->user_ip4 != cfg->listen_addr4)
+	if (!cfg || ctx->user_ip4 != cfg->listen_addr4)
 		return;
-	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	st = sl_recv_orig(ctx, cfg, (__u16)ctx->user_port);
 	if (!st || st->family != SLUICE_AF_INET)
 		return;
 	__builtin_memcpy(&a, st->addr, 4);
@@ -80,7 +104,7 @@ static __always_inline void sl_recv6(struct bpf_sock_addr *ctx)
 	struct sluice_orig *st;
 	__u32 s[4], l[4];
 
-	if (!cfg || !cfg->dns_port || (__u16)ctx->user_port != cfg->dns_port)
+	if (!cfg)
 		return;
 	s[0] = ctx->user_ip6[0];
 	s[1] = ctx->user_ip6[1];
@@ -95,7 +119,7 @@ static __always_inline void sl_recv6(struct bpf_sock_addr *ctx)
 			return;
 	}
 	/* sl_peer6 writes the stored address in the form the socket asked for. */
-	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	st = sl_recv_orig(ctx, cfg, (__u16)ctx->user_port);
 	if (!st || (st->family == SLUICE_AF_INET) != sl_ip6_is_v4mapped(s))
 		return;
 	sl_peer6(ctx);

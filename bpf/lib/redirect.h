@@ -8,9 +8,12 @@
  *   TCP     port 53 (any address)            DNS listener (TCP), recorded
  *   TCP     in the sandbox's deny set        EACCES
  *   TCP     anything else                    proxy listener, recorded
- *   UDP     the DNS listener itself          unchanged (explicit use, nested sandboxes)
+ *   UDP     the DNS or UDP relay listener    unchanged (explicit use, nested sandboxes)
+ *   UDP     socket pinned to a destination   that destination, still allowed: UDP relay;
+ *                                            anything else: EACCES
  *   UDP     port 53 (any address)            DNS listener (UDP), recorded for recvmsg
  *   UDP     in the sandbox's deny set        EACCES
+ *   UDP     allowed by network.udp           UDP relay, socket pinned to it
  *   UDP     anything else (QUIC, NTP, ...)   EACCES (QUIC clients fall back to TCP)
  *   other   (SCTP, MPTCP, ping, UDP-Lite)    EPERM (also refused at socket())
  *
@@ -187,23 +190,69 @@ static __always_inline int sl_orig_store(struct bpf_sock_addr *ctx, const struct
 	return 0;
 }
 
+static __always_inline bool sl_orig_same(const struct sluice_orig *a, const struct sluice_orig *b)
+{
+	__u32 x[4], y[4];
+
+	/* clang has no inline memcmp for BPF: compare words. */
+	__builtin_memcpy(x, a->addr, 16);
+	__builtin_memcpy(y, b->addr, 16);
+	return a->family == b->family && a->port == b->port && x[0] == y[0] && x[1] == y[1] &&
+	       x[2] == y[2] && x[3] == y[3];
+}
+
 /*
- * UDP, for connect and for each unconnected datagram alike. Returns 1 when
- * d was rewritten, 0 to leave it, -errno to refuse. The storage keeps the
- * resolver the socket last sent to: recvmsg4/6 put it back as the source of
- * the DNS listener's answers (one outstanding resolver per socket, which is
- * what stub resolvers use).
+ * UDP to a destination network.udp allows: pin it to the socket (so the
+ * egress program can publish the flow, recvmsg can restore the source and
+ * no other destination is reachable from this socket) and send the datagram
+ * to sluiced's UDP relay. Checked again for every unconnected datagram, so
+ * a reload that drops the rule refuses the next sendto() at once (connected
+ * sockets send without a hook: the relay drops those datagrams).
  */
-static __always_inline int sl_steer_udp(struct bpf_sock_addr *ctx, const struct sluice_cfg *cfg,
-					struct sl_dst *d, __u64 cg)
+static __always_inline int sl_steer_udp_relay(struct bpf_sock_addr *ctx,
+					      const struct sluice_cfg *cfg, struct sl_dst *d,
+					      __u64 cg, struct sluice_orig *pinned)
 {
 	struct sluice_orig o;
 	int r;
 
-	if (cfg->dns_port && d->port == cfg->dns_port && sl_dst_is_listener(cfg, d))
+	sl_orig_make(&o, d, cg, SLUICE_ORIG_F_UDP_RELAY);
+	if (pinned && !sl_orig_same(pinned, &o))
+		return -EACCES; /* one destination per socket */
+	if (sl_dst_denied(cg, d) || !sl_udp_allowed(cg, d->a, d->v4, d->port))
+		return -EACCES;
+	if (!cfg->udp_port)
+		return -EACCES; /* no relay: allowed destinations are refused too */
+	if (!pinned) {
+		r = sl_orig_store(ctx, &o, false);
+		if (r < 0)
+			return r;
+	}
+	sl_dst_to_listener(cfg, d, cfg->udp_port);
+	return 1;
+}
+
+/*
+ * UDP, for connect and for each unconnected datagram alike. Returns 1 when
+ * d was rewritten, 0 to leave it, -errno to refuse. For DNS the storage
+ * keeps the resolver the socket last sent to: recvmsg4/6 put it back as the
+ * source of the DNS listener's answers (one outstanding resolver per socket,
+ * which is what stub resolvers use).
+ */
+static __always_inline int sl_steer_udp(struct bpf_sock_addr *ctx, const struct sluice_cfg *cfg,
+					struct sl_dst *d, __u64 cg)
+{
+	struct sluice_orig o, *st;
+	int r;
+
+	if (sl_dst_is_listener(cfg, d) && ((cfg->dns_port && d->port == cfg->dns_port) ||
+					   (cfg->udp_port && d->port == cfg->udp_port)))
 		return 0;
+	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	if (st && (st->flags & SLUICE_ORIG_F_UDP_RELAY))
+		return sl_steer_udp_relay(ctx, cfg, d, cg, st);
 	if (d->port != SL_DNS_PORT)
-		return -EACCES; /* denied or not: all non-DNS UDP is refused */
+		return sl_steer_udp_relay(ctx, cfg, d, cg, NULL);
 	if (!cfg->dns_port)
 		return -EPERM; /* no DNS listener configured: fail closed */
 	sl_orig_make(&o, d, cg, 0);

@@ -61,7 +61,8 @@ static __always_inline int sl_bind_check(struct bpf_sock_addr *ctx)
 
 	if (!cfg || !port)
 		return 0;
-	if (port == cfg->listen_port || (cfg->dns_port && port == cfg->dns_port))
+	if (port == cfg->listen_port || (cfg->dns_port && port == cfg->dns_port) ||
+	    (cfg->udp_port && port == cfg->udp_port))
 		return -EACCES;
 	return 0;
 }

@@ -21,7 +21,9 @@
  * The DNS listener (UDP and TCP) uses the same addresses as the proxy
  * listener. dns_port took the place of a padding field: the layout (and so a
  * pinned map of an older sluiced) is unchanged, and 0 means "no DNS
- * listener", which makes the programs refuse DNS (fail closed).
+ * listener", which makes the programs refuse DNS (fail closed). udp_port
+ * took half of the old pad1 the same way: 0 means "no UDP relay", and then
+ * every non-DNS datagram is refused, allowed destinations included.
  */
 struct sluice_cfg {
 	__be32 listen_addr4;    /* listener IPv4 address (127.0.0.1) */
@@ -29,7 +31,8 @@ struct sluice_cfg {
 	__be16 dns_port;        /* DNS listener port (UDP + TCP), network order; 0: none */
 	__u8 listen_addr6[16];  /* listener IPv6 address (::1) */
 	__u32 flags;            /* reserved, 0 */
-	__u32 pad1;
+	__be16 udp_port;        /* UDP relay listener port, network order; 0: none */
+	__u16 pad1;
 };
 
 /*
@@ -40,6 +43,12 @@ struct sluice_cfg {
  * SLUICE_ORIG_F_V4MAPPED set so getpeername6 can hand back the mapped form.
  */
 #define SLUICE_ORIG_F_V4MAPPED 0x1
+/*
+ * A UDP socket pinned to this allowed destination: its datagrams go to the
+ * UDP relay, the relay's replies get this address as their source, and a
+ * datagram to any other destination is refused (one destination per socket).
+ */
+#define SLUICE_ORIG_F_UDP_RELAY 0x2
 /*
  * Kernel-internal: set by connect4/6, cleared by sockops once the connect()
  * has passed every cgroup hook. Lets a second sluice program in the same
@@ -101,12 +110,43 @@ struct sluice_deny_val {
 
 #define SLUICE_DENY_MAP_MAX 65536
 
+/*
+ * UDP destinations a sandbox's policy allows (network.udp): two more LPM
+ * tries with the deny tries' keys, one entry per distinct CIDR. An entry's
+ * port ranges already include those of every shorter allowed prefix that
+ * covers it (sluiced merges them), because an LPM lookup only returns the
+ * longest match. Ports in host order, lo <= hi; nranges <= SLUICE_UDP_RANGES_MAX.
+ */
+#define SLUICE_UDP_RANGES_MAX 16
+struct sluice_udp_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+struct sluice_udp_allow_val {
+	__u32 nranges;
+	struct sluice_udp_range r[SLUICE_UDP_RANGES_MAX];
+};
+
+#define SLUICE_UDP_ALLOW_MAP_MAX 16384
+
+/*
+ * UDP relay flows: the sandbox socket's address as the relay sees it (same
+ * key as the conn map: netns cookie, source address, source port) -> the
+ * pinned destination. Published by the cgroup_skb/egress program for every
+ * datagram a pinned socket sends to the relay (it knows the source port,
+ * which connect4/6 does not), read by sluiced for each datagram it relays.
+ */
+#define SLUICE_UDP_FLOW_MAP_MAX 65536
+
 #ifndef __VMLINUX_H__
 _Static_assert(sizeof(struct sluice_cfg) == 32, "sluice_cfg layout");
 _Static_assert(sizeof(struct sluice_orig) == 32, "sluice_orig layout");
 _Static_assert(sizeof(struct sluice_conn_key) == 32, "sluice_conn_key layout");
 _Static_assert(sizeof(struct sluice_deny4_key) == 16, "sluice_deny4_key layout");
 _Static_assert(sizeof(struct sluice_deny6_key) == 28, "sluice_deny6_key layout");
+_Static_assert(sizeof(struct sluice_udp_allow_val) == 4 + 4 * SLUICE_UDP_RANGES_MAX,
+	       "sluice_udp_allow_val layout");
 #endif
 
 #endif
