@@ -95,6 +95,7 @@ struct worker {
 	struct loop *loop;
 	struct up_pool *pool;
 	struct dns *dns;        /* NULL when DNS is off */
+	struct udprelay *udp;   /* first worker only; NULL when the relay is off */
 	struct wlisten *listens;
 	struct sess *sessions;
 	unsigned nsessions;
@@ -220,6 +221,7 @@ struct sess {
 static void sess_pump(struct sess *s);
 static void unmap_v4(char *name, size_t len);
 static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qname);
+static const struct udprelay_hooks udp_hooks;
 static void dns_audit_hook(void *opaque, const struct dns_query_info *q);
 
 void proxy_cfg_defaults(struct proxy_cfg *cfg)
@@ -2233,6 +2235,8 @@ static void worker_tick(void *arg)
 	struct sess *s, *next;
 
 	up_pool_tick(w->pool);
+	if (w->udp)
+		udprelay_tick(w->udp);
 	for (s = w->sessions; s; s = next) {
 		uint64_t quiet = now - s->last_ms;
 
@@ -2315,6 +2319,14 @@ int proxy_start(struct proxy *p, unsigned nworkers)
 						   .audit = dns_audit_hook, .opaque = w };
 
 			r = dns_new(w->loop, &p->cfg.dns, &hooks, &w->dns);
+			if (r < 0)
+				return r;
+		}
+		if (p->cfg.udp_enabled && i == 0) {
+			struct udprelay_hooks uh = udp_hooks;
+
+			uh.opaque = w;
+			r = udprelay_new(w->loop, &p->cfg.udp, &uh, &w->udp);
 			if (r < 0)
 				return r;
 		}
@@ -2481,6 +2493,129 @@ static void dns_audit_hook(void *opaque, const struct dns_query_info *q)
 	audit_emit_rec(w, &r);
 }
 
+/* ---- UDP relay hooks (first worker's thread) ---- */
+
+static int udp_lookup_hook(void *opaque, uint64_t netns_cookie, const struct sockaddr *src,
+			   struct sluice_orig *ret)
+{
+	struct worker *w = opaque;
+
+	return bpfl_udp_flow_lookup(w->p->bpfl, netns_cookie, src, ret);
+}
+
+static void udp_forget_hook(void *opaque, uint64_t netns_cookie, const struct sockaddr *src)
+{
+	struct worker *w = opaque;
+
+	bpfl_udp_flow_forget(w->p->bpfl, netns_cookie, src);
+}
+
+/*
+ * The sandbox's current generation decides, as for a new connection: an
+ * active principal, the deny set (the same check as an upstream dial) and a
+ * network.udp rule for the address and port.
+ */
+static int udp_check_hook(void *opaque, const struct sluice_orig *o, struct udprelay_verdict *v)
+{
+	struct worker *w = opaque;
+	struct sockaddr_storage ss = { 0 };
+	const struct pol_udp_rule *rule;
+	struct rw_gen *gen = NULL;
+	struct sbx *x;
+	int r = -EACCES;
+
+	x = sandbox_lookup(w->p, o->cgroup_id, &gen);
+	if (!x) {
+		v->reason = "not_an_attached_sandbox";
+		return -EACCES;
+	}
+	snprintf(v->sandbox, sizeof(v->sandbox), "%s", x->id);
+	if (o->family == SLUICE_AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, o->addr, 4);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, o->addr, 16);
+	}
+	rule = pol_udp_match(rw_gen_pol(gen),
+			     o->family == SLUICE_AF_INET ? AF_INET : AF_INET6, o->addr,
+			     ntohs(o->port));
+	if (rw_gen_state(gen) != RW_ACTIVE)
+		v->reason = rw_gen_state(gen) == RW_PENDING ? "not_synced" : "principal_not_active";
+	else if (!up_dial_allowed(&ss, rw_gen_deny(gen)))
+		v->reason = "udp_address_denied";
+	else if (!rule)
+		v->reason = "udp_not_allowed";
+	else
+		r = 0;
+	if (rule)
+		snprintf(v->rule, sizeof(v->rule), "%s", rule->name);
+	sbx_unref(x);
+	rw_gen_unref(gen);
+	return r;
+}
+
+static void udp_audit_hook(void *opaque, const struct udprelay_event *e)
+{
+	struct worker *w = opaque;
+	struct audit_rec r = { 0 };
+	char cg[512] = "", host[INET6_ADDRSTRLEN] = "", up[INET6_ADDRSTRLEN + 8] = "";
+	uint16_t port = 0;
+	struct sbx *x;
+
+	if (!w->p->audit)
+		return;
+	pthread_rwlock_rdlock(&w->p->sb_lock);
+	x = sbx_by_id_locked(w->p, e->sandbox, NULL);
+	if (x)
+		snprintf(cg, sizeof(cg), "%s", x->cgroup);
+	else if (e->cgroup_id)
+		snprintf(cg, sizeof(cg), "%llu", (unsigned long long)e->cgroup_id);
+	pthread_rwlock_unlock(&w->p->sb_lock);
+	if (e->dst && e->dst->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)e->dst;
+
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		port = ntohs(s4->sin_port);
+		snprintf(up, sizeof(up), "%s:%u", host, port);
+	} else if (e->dst) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)e->dst;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		port = ntohs(s6->sin6_port);
+		snprintf(up, sizeof(up), "[%s]:%u", host, port);
+	}
+	r.kind = "udp";
+	r.time = e->start;
+	r.sandbox = e->sandbox;
+	r.cgroup = cg;
+	r.principal = "";
+	r.method = "";
+	r.scheme = "udp";
+	r.host = host;
+	r.port = port;
+	r.bytes_in = e->bytes_in;
+	r.bytes_out = e->bytes_out;
+	r.duration_us = e->duration_us;
+	r.decision = e->decision;
+	r.rule = e->rule;
+	r.reason = e->reason;
+	r.tls_mode = "none";
+	r.upstream_addr = strcmp(e->decision, "allow") == 0 ? up : "";
+	audit_emit_rec(w, &r);
+}
+
+static const struct udprelay_hooks udp_hooks = {
+	.lookup = udp_lookup_hook,
+	.check = udp_check_hook,
+	.forget = udp_forget_hook,
+	.audit = udp_audit_hook,
+};
+
 struct listen_op {
 	struct worker *w;
 	struct listener *l;
@@ -2493,7 +2628,14 @@ static void listen_add_on_worker(void *arg)
 	struct listen_op *op = arg;
 	struct wlisten *wl = calloc(1, sizeof(*wl));
 
-	if (wl && op->l->kind != PROXY_L_HTTP) {
+	if (wl && op->l->kind == PROXY_L_UDP_RELAY) {
+		int r = op->w->udp ? udprelay_add_listener(op->w->udp, op->l->fd, op->l->owner) : 0;
+
+		if (r < 0)
+			log_warn("sandbox=%s: UDP relay listener not served: %s", op->l->owner,
+				 strerror(-r));
+		free(wl);
+	} else if (wl && op->l->kind != PROXY_L_HTTP) {
 		int r = -EINVAL;
 
 		if (op->w->dns && op->l->kind == PROXY_L_DNS_UDP)
@@ -2527,6 +2669,8 @@ static void listen_remove_on_worker(void *arg)
 
 	if (op->w->dns)
 		dns_remove_listeners(op->w->dns, op->owner);
+	if (op->w->udp)
+		udprelay_remove_listeners(op->w->udp, op->owner);
 	while (*pp) {
 		struct wlisten *wl = *pp;
 
@@ -2718,6 +2862,26 @@ int proxy_metrics_text(struct proxy *p, char *out, size_t len)
 	  atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes), dials, reuses,
 	  atomic_load(&p->secrets_swapped), atomic_load(&p->redactions),
 	  atomic_load(&p->audit_dropped));
+	if (p->nworkers && p->workers[0].udp) {
+		struct udprelay_stats us;
+
+		udprelay_get_stats(p->workers[0].udp, &us);
+		M("# HELP sluice_udp_flows_open UDP relay flows open (network.udp).\n"
+		  "# TYPE sluice_udp_flows_open gauge\nsluice_udp_flows_open %lu\n"
+		  "# HELP sluice_udp_flows_total UDP relay flows by decision.\n"
+		  "# TYPE sluice_udp_flows_total counter\n"
+		  "sluice_udp_flows_total{decision=\"allow\"} %lu\n"
+		  "sluice_udp_flows_total{decision=\"deny\"} %lu\n"
+		  "# HELP sluice_udp_datagrams_total UDP datagrams relayed, by direction.\n"
+		  "# TYPE sluice_udp_datagrams_total counter\n"
+		  "sluice_udp_datagrams_total{direction=\"up\"} %lu\n"
+		  "sluice_udp_datagrams_total{direction=\"down\"} %lu\n"
+		  "# HELP sluice_udp_datagrams_dropped_total UDP datagrams the relay dropped.\n"
+		  "# TYPE sluice_udp_datagrams_dropped_total counter\n"
+		  "sluice_udp_datagrams_dropped_total %lu\n",
+		  us.flows_open, us.flows_opened, us.flows_refused, us.dgrams_up, us.dgrams_down,
+		  us.dropped);
+	}
 	M("# HELP sluice_request_duration_seconds Time from request head to audit.\n"
 	  "# TYPE sluice_request_duration_seconds histogram\n");
 	{

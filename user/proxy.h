@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "dns.h"
+#include "udprelay.h"
 
 struct tls;
 struct bpfl;
@@ -33,6 +34,8 @@ struct proxy_cfg {
 	unsigned max_conns;             /* open client connections, all sandboxes */
 	bool dns_enabled;               /* serve DNS listeners (resolver in dns) */
 	struct dns_cfg dns;
+	bool udp_enabled;               /* serve UDP relay listeners (network.udp) */
+	struct udprelay_cfg udp;
 };
 
 void proxy_cfg_defaults(struct proxy_cfg *cfg);
@@ -60,6 +63,7 @@ void proxy_set_audit(struct proxy *p, struct audit *a);
 #define PROXY_L_HTTP 1
 #define PROXY_L_DNS_UDP 2
 #define PROXY_L_DNS_TCP 3
+#define PROXY_L_UDP_RELAY 4 /* UDP relay (network.udp), served by the first worker */
 int proxy_listener_add(struct proxy *p, int fd, int kind, const char *owner_id);
 /* Remove and close every listener added for owner_id; returns when no worker
  * can still accept on them. */

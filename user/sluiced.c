@@ -65,7 +65,7 @@ struct daemon {
 	unsigned drain_s;
 	struct audit *audit;
 	char sock_path[PATH_MAX];
-	uint16_t port, dns_port;
+	uint16_t port, dns_port, udp_port;
 	const char *dns_resolver;
 	char cgroot[PATH_MAX];
 	unsigned workers;
@@ -108,6 +108,11 @@ static void usage(FILE *f)
 		"                        0: no DNS, the sandbox's DNS is refused)\n"
 		"  --dns-resolver A[:P]  where sandbox DNS is forwarded (default: the first\n"
 		"                        nameserver of /etc/resolv.conf)\n"
+		"  --udp-port N          UDP relay port inside each sandbox, for the UDP\n"
+		"                        destinations a policy allows (network.udp; default\n"
+		"                        15054; 0: no relay, all non-DNS UDP is refused)\n"
+		"  --udp-idle-timeout-ms N  a relayed UDP flow closes after N ms without a\n"
+		"                        datagram either way (default 60000, min 100)\n"
 		"  --workers N           event loop threads (default: number of CPUs)\n"
 		"  --ca-cert FILE        use this CA certificate (PEM) instead of generating one\n"
 		"  --ca-key FILE         its private key (PEM, mode 0600)\n"
@@ -143,6 +148,9 @@ static void usage(FILE *f)
 		"  --log-level LEVEL     error|warn|info|debug (default info)\n"
 		"  --version, --help\n");
 }
+
+/* Long options without a short letter. */
+enum { OPT_UDP_PORT = 1000, OPT_UDP_IDLE };
 
 static long parse_num(const char *opt, const char *s, long min, long max)
 {
@@ -216,6 +224,25 @@ static int open_listeners(struct daemon *d, const char *netns, const char *owner
 			if (f6 >= 0 && proxy_listener_add(d->proxy, f6, kind, owner) < 0)
 				close(f6);
 		}
+	}
+	if (d->udp_port) {
+		struct sockaddr_in u4 = a4;
+		struct sockaddr_in6 u6 = a6;
+		int f4, f6;
+
+		u4.sin_port = htons(d->udp_port);
+		u6.sin6_port = htons(d->udp_port);
+		f4 = sb_socket_in_netns(netns, (struct sockaddr *)&u4, sizeof(u4), SOCK_DGRAM, 0);
+		if (f4 < 0) {
+			snprintf(err, errlen, "UDP relay 127.0.0.1:%u in %s: %s", d->udp_port,
+				 netns ? netns : "the host netns", strerror(-f4));
+			return f4;
+		}
+		if (proxy_listener_add(d->proxy, f4, PROXY_L_UDP_RELAY, owner) < 0)
+			close(f4);
+		f6 = sb_socket_in_netns(netns, (struct sockaddr *)&u6, sizeof(u6), SOCK_DGRAM, 0);
+		if (f6 >= 0 && proxy_listener_add(d->proxy, f6, PROXY_L_UDP_RELAY, owner) < 0)
+			close(f6);
 	}
 	fd6 = sb_listen_in_netns(netns, (struct sockaddr *)&a6, sizeof(a6), 4096);
 	if (fd6 < 0) {
@@ -292,6 +319,146 @@ static struct bpfl_cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
 	return v;
 }
 
+/* A policy CIDR as the BPF tries see destinations: a v4-mapped IPv6 CIDR
+ * (::ffff:a.b.c.d/(96+n)) is the IPv4 CIDR a.b.c.d/n. */
+static struct bpfl_cidr kernel_cidr(const struct pol_cidr *c)
+{
+	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct bpfl_cidr k = { .family = c->family, .prefix = c->prefix };
+
+	memcpy(k.addr, c->addr, sizeof(k.addr));
+	if (c->family == AF_INET6 && c->prefix >= 96 && !memcmp(c->addr, mapped, 12)) {
+		k.family = AF_INET;
+		memset(k.addr, 0, sizeof(k.addr));
+		memcpy(k.addr, c->addr + 12, 4);
+		k.prefix = c->prefix - 96;
+	}
+	return k;
+}
+
+/* outer holds every address of inner. */
+static bool cidr_covers(const struct bpfl_cidr *outer, const struct bpfl_cidr *inner)
+{
+	unsigned full = outer->prefix / 8, rest = outer->prefix % 8;
+
+	if (outer->family != inner->family || outer->prefix > inner->prefix)
+		return false;
+	if (memcmp(outer->addr, inner->addr, full))
+		return false;
+	return !rest ||
+	       !((outer->addr[full] ^ inner->addr[full]) & (unsigned char)(0xff00 >> rest));
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+	const struct pol_port_range *x = a, *y = b;
+
+	return x->lo != y->lo ? (x->lo < y->lo ? -1 : 1) : (x->hi < y->hi ? -1 : x->hi > y->hi);
+}
+
+/*
+ * network.udp as UDP allow trie entries: one per distinct CIDR, carrying the
+ * ports of every rule whose CIDR covers it (an LPM lookup sees only the
+ * longest match), sorted and merged. More than SLUICE_UDP_RANGES_MAX ranges
+ * at one CIDR is an error. *ret is the caller's to free (also when n is 0).
+ */
+static int udp_allow_entries(const struct pol *pol, struct bpfl_udp_allow **ret, unsigned *ret_n,
+			     char *err, size_t errlen)
+{
+	unsigned nr = pol_net_udp_count(pol), n = 0;
+	struct bpfl_udp_allow *v = calloc(nr + 1, sizeof(*v));
+	struct pol_port_range *acc = calloc((size_t)nr * POL_UDP_PORTS_MAX + 1, sizeof(*acc));
+
+	if (!v || !acc) {
+		free(v);
+		free(acc);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < nr; i++) {
+		struct bpfl_cidr c = kernel_cidr(&pol_net_udp_at(pol, i)->to);
+		unsigned na = 0, k;
+
+		for (k = 0; k < n; k++)
+			if (cidr_covers(&v[k].cidr, &c) && cidr_covers(&c, &v[k].cidr))
+				break;
+		if (k < n)
+			continue; /* already made for an equal CIDR */
+		for (unsigned j = 0; j < nr; j++) {
+			const struct pol_udp_rule *rj = pol_net_udp_at(pol, j);
+			struct bpfl_cidr cj = kernel_cidr(&rj->to);
+
+			if (!cidr_covers(&cj, &c))
+				continue;
+			memcpy(acc + na, rj->ports, rj->nports * sizeof(*acc));
+			na += rj->nports;
+		}
+		qsort(acc, na, sizeof(*acc), range_cmp);
+		v[n].cidr = c;
+		for (k = 0; k < na; k++) {
+			unsigned m = v[n].nranges;
+
+			if (m && acc[k].lo <= (unsigned)v[n].ranges[m - 1].hi + 1) {
+				if (acc[k].hi > v[n].ranges[m - 1].hi)
+					v[n].ranges[m - 1].hi = acc[k].hi;
+				continue;
+			}
+			if (m == SLUICE_UDP_RANGES_MAX) {
+				char buf[INET6_ADDRSTRLEN];
+
+				inet_ntop(c.family, c.addr, buf, sizeof(buf));
+				snprintf(err, errlen,
+					 "%s: network.udp: more than %d separate port ranges apply to "
+					 "%s/%u (rules covering it add up)",
+					 pol_source(pol), SLUICE_UDP_RANGES_MAX, buf, c.prefix);
+				free(v);
+				free(acc);
+				return -EINVAL;
+			}
+			v[n].ranges[m].lo = acc[k].lo;
+			v[n].ranges[m].hi = acc[k].hi;
+			v[n].nranges = m + 1;
+		}
+		n++;
+	}
+	free(acc);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+/*
+ * A network.udp rule wholly inside one deny set entry could never be
+ * reached (the deny set wins): refuse the policy and say what to change.
+ */
+static int udp_rules_reachable(const struct pol *pol, const struct denyset *ds, char *err,
+			       size_t errlen)
+{
+	for (unsigned i = 0; i < pol_net_udp_count(pol); i++) {
+		const struct pol_udp_rule *rule = pol_net_udp_at(pol, i);
+		struct bpfl_cidr c = kernel_cidr(&rule->to);
+
+		for (unsigned k = 0; k < ds_count(ds, c.family); k++) {
+			const struct ds_cidr *e = ds_at(ds, c.family, k);
+			struct bpfl_cidr ec = { .family = e->family, .prefix = e->prefix };
+			char a[INET6_ADDRSTRLEN], b[64];
+
+			memcpy(ec.addr, e->addr, sizeof(ec.addr));
+			if (!cidr_covers(&ec, &c))
+				continue;
+			inet_ntop(c.family, c.addr, a, sizeof(a));
+			snprintf(err, errlen,
+				 "%s: network.udp rule '%s' (to %s/%u) lies inside the deny set entry "
+				 "%s (%s) and could never be reached; a private range must also be "
+				 "listed in network.allow",
+				 pol_source(pol), rule->name, a, c.prefix,
+				 ds_cidr_str(e, b, sizeof(b)), e->reason ? e->reason : "denied");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static void nft_cfg_for(struct daemon *d, const struct sandbox_info *si, const struct rw_gen *gen,
 			struct nft_sandbox_cfg *c)
 {
@@ -310,11 +477,14 @@ static void nft_cfg_for(struct daemon *d, const struct sandbox_info *si, const s
 		c->tcp_ports[c->ntcp++] = d->dns_port;
 		c->udp_ports[c->nudp++] = d->dns_port;
 	}
+	if (d->udp_port)
+		c->udp_ports[c->nudp++] = d->udp_port;
 	c->deny = gen ? rw_gen_deny(gen) : NULL;
 }
 
 /* Kernel enforcement of the deny set: BPF tries and nftables, in that
- * order (BPF refuses with an errno before any packet exists). */
+ * order (BPF refuses with an errno before any packet exists); and the UDP
+ * destinations network.udp allows (BPF only: they go to the relay). */
 static int enforce_deny(struct daemon *d, struct sandbox_info *si, const struct rw_gen *gen,
 			bool update, char *err, size_t errlen)
 {
@@ -333,6 +503,19 @@ static int enforce_deny(struct daemon *d, struct sandbox_info *si, const struct 
 	if (r < 0) {
 		snprintf(err, errlen, "BPF deny set: %s", strerror(-r));
 		return r;
+	}
+	{
+		struct bpfl_udp_allow *ua = NULL;
+
+		r = udp_allow_entries(rw_gen_pol(gen), &ua, &n, err, errlen);
+		if (r == 0) {
+			r = bpfl_set_udp_allow(d->bpfl, si->cgroup_id, ua, n);
+			if (r < 0)
+				snprintf(err, errlen, "BPF UDP allow set: %s", strerror(-r));
+		}
+		free(ua);
+		if (r < 0)
+			return r;
 	}
 	nft_cfg_for(d, si, gen, &nc);
 	r = update ? nft_sandbox_update_deny(&nc, err, errlen) : nft_sandbox_apply(&nc, err, errlen);
@@ -398,6 +581,18 @@ static int gen_from_pol(struct daemon *d, struct pol *pol, struct rw_gen **ret_g
 		return r;
 	}
 	r = build_deny(pol, *ret_gen, err, errlen);
+	if (r == 0)
+		r = udp_rules_reachable(pol, rw_gen_deny(*ret_gen), err, errlen);
+	if (r == 0) {
+		struct bpfl_udp_allow *ua = NULL;
+		unsigned n;
+
+		r = udp_allow_entries(pol, &ua, &n, err, errlen);
+		free(ua);
+	}
+	if (r == 0 && pol_net_udp_count(pol) && !d->udp_port)
+		log_warn("%s: network.udp has %u rule(s) but sluiced runs with --udp-port 0: those "
+			 "destinations are refused", pol_source(pol), pol_net_udp_count(pol));
 	if (r == 0 && pol_upstream_ca(pol)) {
 		struct tls_client *tc;
 
@@ -538,6 +733,7 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 
 out_deny:
 	bpfl_clear_deny(d->bpfl, cgid);
+	bpfl_clear_udp_allow(d->bpfl, cgid);
 	{
 		struct nft_sandbox_cfg nc;
 		char e2[200];
@@ -645,6 +841,7 @@ static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
 	if (r < 0)
 		log_warn("sandbox=%s: detach BPF links: %s", id, strerror(-r));
 	bpfl_clear_deny(d->bpfl, si->cgroup_id);
+	bpfl_clear_udp_allow(d->bpfl, si->cgroup_id);
 	{
 		struct nft_sandbox_cfg nc;
 		char e2[300];
@@ -824,11 +1021,12 @@ static void op_status(void *opaque, struct mgmt_call *c)
 	proxy_status_json(d->proxy, stats + 1, sizeof(stats) - 3);
 	strcat(stats, "}");
 	pj = json_loads(stats, 0, NULL);
-	st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:i, s:s, s:I, s:I, s:o, s:o*}", "version",
+	st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:i, s:i, s:s, s:I, s:I, s:o, s:o*}", "version",
 		       SLUICE_VERSION, "pid", (json_int_t)getpid(), "uptime_s",
 		       (json_int_t)(time(NULL) - d->started), "mode", d->cp_url ? "managed" : "local",
 		       "port",
-		       (json_int_t)d->port, "dns_port", (json_int_t)d->dns_port, "ca",
+		       (json_int_t)d->port, "dns_port", (json_int_t)d->dns_port, "udp_port",
+		       (json_int_t)d->udp_port, "ca",
 		       tls_ca_path(d->tls), "cert_cache_hits", (json_int_t)hits,
 		       "cert_cache_misses", (json_int_t)misses, "sandboxes", arr, "proxy", pj);
 	mgmt_reply(c, 200, st);
@@ -1145,6 +1343,8 @@ int main(int argc, char **argv)
 		{ "port", required_argument, NULL, 'p' },
 		{ "dns-port", required_argument, NULL, 'D' },
 		{ "dns-resolver", required_argument, NULL, 'r' },
+		{ "udp-port", required_argument, NULL, OPT_UDP_PORT },
+		{ "udp-idle-timeout-ms", required_argument, NULL, OPT_UDP_IDLE },
 		{ "workers", required_argument, NULL, 'w' },
 		{ "ca-cert", required_argument, NULL, 'c' },
 		{ "ca-key", required_argument, NULL, 'k' },
@@ -1185,6 +1385,7 @@ int main(int argc, char **argv)
 	d->pin_dir = "/sys/fs/bpf/sluice";
 	d->port = 15001;
 	d->dns_port = 15053;
+	d->udp_port = 15054;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	d->workers = ncpu > 0 ? (unsigned)ncpu : 1;
 	d->cert_cache = 1024;
@@ -1202,6 +1403,13 @@ int main(int argc, char **argv)
 		case 'p': d->port = (uint16_t)parse_num("--port", optarg, 1, 65535); break;
 		case 'D': d->dns_port = (uint16_t)parse_num("--dns-port", optarg, 0, 65535); break;
 		case 'r': d->dns_resolver = optarg; break;
+		case OPT_UDP_PORT:
+			d->udp_port = (uint16_t)parse_num("--udp-port", optarg, 0, 65535);
+			break;
+		case OPT_UDP_IDLE:
+			d->pcfg.udp.idle_ms = (unsigned)parse_num("--udp-idle-timeout-ms", optarg, 100,
+								  86400000);
+			break;
 		case 'w': d->workers = (unsigned)parse_num("--workers", optarg, 1, 256); break;
 		case 'c': d->ca_cert = optarg; break;
 		case 'k': d->ca_key = optarg; break;
@@ -1299,6 +1507,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluiced: --dns-port must differ from --port\n");
 		return 2;
 	}
+	if (d->udp_port && (d->udp_port == d->port || d->udp_port == d->dns_port)) {
+		fprintf(stderr, "sluiced: --udp-port must differ from --port and --dns-port\n");
+		return 2;
+	}
 	if (sb_cgroup2_root(cgroot, sizeof(cgroot)) < 0) {
 		fprintf(stderr, "sluiced: no cgroup v2 mount found in /proc/mounts\n");
 		return 1;
@@ -1383,6 +1595,8 @@ int main(int argc, char **argv)
 	bopts.pin_dir = d->pin_dir;
 	bopts.listen_port = d->port;
 	bopts.dns_port = d->dns_port;
+	bopts.udp_port = d->udp_port;
+	d->pcfg.udp_enabled = d->udp_port != 0;
 	inet_pton(AF_INET, "127.0.0.1", &bopts.listen_addr4);
 	bopts.listen_addr6 = in6addr_loopback;
 	r = bpfl_open(&bopts, &d->bpfl);
