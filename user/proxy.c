@@ -2276,6 +2276,10 @@ static void *worker_main(void *arg)
 	snprintf(name, sizeof(name), "sluice-w%u", w->idx);
 	pthread_setname_np(pthread_self(), name);
 	loop_run(w->loop);
+	/* Shutdown: open UDP flows get their closing audit line (the audit log
+	 * is closed after the workers, and drains what they queued). */
+	udprelay_free(w->udp);
+	w->udp = NULL;
 	return NULL;
 }
 
