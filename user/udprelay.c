@@ -338,8 +338,12 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 	}
 	if (rc < 0) {
 		f = ur_flow_start(r, l, src, srclen, NULL, NULL);
-		if (f)
+		if (f) {
+			/* A netns listener belongs to one sandbox: name it in the line. */
+			if (l->owner[0] != '@')
+				snprintf(f->sandbox, sizeof(f->sandbox), "%s", l->owner);
 			ur_refuse(r, f, "udp_no_record");
+		}
 		return NULL;
 	}
 	memset(&v, 0, sizeof(v));

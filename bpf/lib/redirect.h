@@ -8,7 +8,8 @@
  *   TCP     port 53 (any address)            DNS listener (TCP), recorded
  *   TCP     in the sandbox's deny set        EACCES
  *   TCP     anything else                    proxy listener, recorded
- *   UDP     the DNS or UDP relay listener    unchanged (explicit use, nested sandboxes)
+ *   UDP     the DNS or UDP relay listener    unchanged if a sluice program sent it there
+ *                                            (nested sandboxes); else EACCES
  *   UDP     socket pinned to a destination   that destination, still allowed: UDP relay;
  *                                            anything else: EACCES
  *   UDP     port 53 (any address)            DNS listener (UDP), recorded for recvmsg
@@ -245,10 +246,19 @@ static __always_inline int sl_steer_udp(struct bpf_sock_addr *ctx, const struct 
 	struct sluice_orig o, *st;
 	int r;
 
-	if (sl_dst_is_listener(cfg, d) && ((cfg->dns_port && d->port == cfg->dns_port) ||
-					   (cfg->udp_port && d->port == cfg->udp_port)))
-		return 0;
 	st = bpf_sk_storage_get(&sluice_orig_map, ctx->sk, 0, 0);
+	if (sl_dst_is_listener(cfg, d)) {
+		/*
+		 * Nested sandbox cgroups: the inner cgroup's program ran first and
+		 * sent the datagram here; it passes unchanged. A socket no sluice
+		 * program steered (explicit use of a listener port) is refused:
+		 * the relay would find no record of it anyway.
+		 */
+		if (cfg->udp_port && d->port == cfg->udp_port)
+			return st && (st->flags & SLUICE_ORIG_F_UDP_RELAY) ? 0 : -EACCES;
+		if (cfg->dns_port && d->port == cfg->dns_port)
+			return st && !(st->flags & SLUICE_ORIG_F_UDP_RELAY) ? 0 : -EACCES;
+	}
 	if (st && (st->flags & SLUICE_ORIG_F_UDP_RELAY))
 		return sl_steer_udp_relay(ctx, cfg, d, cg, st);
 	if (d->port != SL_DNS_PORT)

@@ -30,6 +30,9 @@ Other services, for the escape-vector tests (tests/integration/escape/):
   --conn-log FILE     every accepted TCP connection as a JSON line (kind=connection) in FILE,
                       so a connection that never sends a request is still on record
   --udp PORT          a UDP sink: every datagram is logged (kind=udp), never answered
+  --udp-echo PORT     a UDP echo server: every datagram goes back to its sender unchanged
+                      and is logged (kind=udp_echo: client, client_port, port, bytes, and
+                      data, the first 200 bytes as text, so a test finds its own datagrams)
   --dns PORT          a DNS server (UDP and TCP) answering A/AAAA from --zone (a hosts-format
                       file; other names NXDOMAIN, other types NOERROR with no answer); with
                       --dns-answer ADDR every A query gets ADDR instead. Every query is
@@ -406,6 +409,21 @@ def udp_sink(sock):
                   "server_port": sock.getsockname()[1], "bytes": len(data)})
 
 
+def udp_echo(sock):
+    """Send every datagram back to its sender unchanged. Logged before the
+    answer leaves, so a client holding the answer finds the line."""
+    while True:
+        data, peer = sock.recvfrom(65535)
+        log_line({"kind": "udp_echo", "client": plain_addr(peer[0]), "client_port": peer[1],
+                  "port": sock.getsockname()[1], "bytes": len(data),
+                  "data": data[:200].decode("utf-8", "replace")})
+        try:
+            sock.sendto(data, peer)
+        except OSError as e:
+            log_line({"kind": "udp_echo_error", "client": plain_addr(peer[0]),
+                      "client_port": peer[1], "port": sock.getsockname()[1], "error": str(e)})
+
+
 def load_zone(path):
     """hosts-format file -> {name: {"A": [...], "AAAA": [...]}}"""
     zone = {}
@@ -536,6 +554,8 @@ def main():
     ap.add_argument("--conn-log", help="log every accepted TCP connection to this file")
     ap.add_argument("--udp", type=int, action="append", default=[],
                     help="UDP sink port: log every datagram (repeatable)")
+    ap.add_argument("--udp-echo", type=int, action="append", default=[],
+                    help="UDP echo port: answer every datagram with itself, log it (repeatable)")
     ap.add_argument("--dns", type=int, help="DNS server port (UDP and TCP)")
     ap.add_argument("--zone", help="hosts-format file the DNS server answers from")
     ap.add_argument("--dns-answer", metavar="ADDR",
@@ -548,8 +568,8 @@ def main():
     if a.pattern_sha256 is not None:
         print(pattern_sha256(a.pattern_sha256))
         return 0
-    if not a.http and not a.https and not a.udp and not a.dns:
-        ap.error("nothing to serve: give --http, --https, --udp and/or --dns")
+    if not a.http and not a.https and not a.udp and not a.udp_echo and not a.dns:
+        ap.error("nothing to serve: give --http, --https, --udp, --udp-echo and/or --dns")
 
     global LOG_FILE, CONN_LOG
     if a.log:
@@ -566,6 +586,10 @@ def main():
     for addr in a.bind or ["::"]:
         for p in a.udp:
             threads.append(threading.Thread(target=udp_sink,
+                                            args=(bind_sock(addr, p, socket.SOCK_DGRAM),),
+                                            daemon=True))
+        for p in a.udp_echo:
+            threads.append(threading.Thread(target=udp_echo,
                                             args=(bind_sock(addr, p, socket.SOCK_DGRAM),),
                                             daemon=True))
         if a.dns:

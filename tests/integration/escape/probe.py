@@ -17,6 +17,14 @@ EPERM, ENETUNREACH, ...), never an exception. Every socket has a timeout.
                                      then send FILE's bytes in the tunnel and print
                                      "inner N" and the body (or "inner eof"/"inner garbage")
   udp ADDR PORT [--connect]          one datagram (sendto, or connect()+send); "sent" or errno
+  udpecho ADDR PORT [--connect] [--payload TEXT] [--local] [--second ADDR:PORT] [--wait S]
+                                     one datagram (sendto, or connect()+send; TEXT or a unique
+                                     payload), then wait up to S (3) s for the answer; prints
+                                     "reply from IP PORT payload-ok|payload-bad" (the source
+                                     recvfrom() shows; --local appends " local N", the socket's
+                                     own port), "timeout", or the errno. --second: then, from
+                                     the same socket, the same to ADDR:PORT ([v6]:port or
+                                     v6:port), payload TEXT-second; its outcome as a 2nd line
   socket FAMILY TYPE [PROTO]         socket(); "ok" or the errno (names: inet inet6 packet;
                                      stream dgram raw; icmp icmpv6 tcp udp sctp udplite mptcp
                                      or a number)
@@ -34,6 +42,7 @@ EPERM, ENETUNREACH, ...), never an exception. Every socket has a timeout.
                                      "i ok CLIENT" | "i connect ERRNO" | "i failed WHAT"
 """
 import errno
+import os
 import socket
 import struct
 import sys
@@ -202,6 +211,60 @@ def cmd_udp(addr, port, *flags):
         print(ename(e))
 
 
+def split_addr_port(s):
+    """"a.b.c.d:p", "[v6]:p" or "v6:p" -> (addr, port)"""
+    addr, _, port = s.rpartition(":")
+    return addr.strip("[]"), int(port)
+
+
+def udp_exchange(s, payload, dest, connected, local):
+    """Send payload (to dest unless connected), wait for the answer: one result line."""
+    try:
+        if connected:
+            s.send(payload)
+        else:
+            s.sendto(payload, dest)
+    except OSError as e:
+        return ename(e)
+    try:
+        data, peer = s.recvfrom(65535)
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return ename(e)
+    r = "reply from %s %d %s" % (peer[0], peer[1],
+                                 "payload-ok" if data == payload else "payload-bad")
+    if local:
+        r += " local %d" % s.getsockname()[1]
+    return r
+
+
+def cmd_udpecho(addr, port, *flags):
+    flags = list(flags)
+    text = None
+    second = None
+    if "--payload" in flags:
+        text = flags[flags.index("--payload") + 1]
+    if "--second" in flags:
+        second = split_addr_port(flags[flags.index("--second") + 1])
+    if text is None:
+        text = "sluice-udp-probe-%d-%d" % (os.getpid(), time.monotonic_ns())
+    payload = text.encode()
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s.settimeout(float(flags[flags.index("--wait") + 1]) if "--wait" in flags else 3.0)
+    connected = "--connect" in flags
+    if connected:
+        try:
+            s.connect((addr, int(port)))
+        except OSError as e:
+            print(ename(e))
+            return
+    print(udp_exchange(s, payload, (addr, int(port)), connected, "--local" in flags),
+          flush=True)
+    if second is not None:
+        print(udp_exchange(s, (text + "-second").encode(), second, False, "--local" in flags))
+
+
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "packet": socket.AF_PACKET}
 TYPES = {"stream": socket.SOCK_STREAM, "dgram": socket.SOCK_DGRAM, "raw": socket.SOCK_RAW}
 PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132, "udplite": 136,
@@ -366,6 +429,7 @@ def cmd_loop(addr, port, host, prefix, n, seconds):
 
 def main():
     cmds = {"connect": cmd_connect, "http": cmd_http, "raw-http": cmd_raw_http, "tunnel": cmd_tunnel, "udp": cmd_udp,
+            "udpecho": cmd_udpecho,
             "socket": cmd_socket, "bind": cmd_bind, "dns": cmd_dns, "scm-send": cmd_scm_send,
             "scm-http": cmd_scm_http, "loop": cmd_loop}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:

@@ -121,3 +121,78 @@ EOP
 		fail "a denied name reached the test DNS server: $(esc_new dns)"
 	assert_untouched foreign md "DNS allowlist"
 }
+
+# UDP allowed by policy (network.udp) opens only what the deny set leaves.
+# Rules whose ranges hold loopback and the gateway's own addresses, reaching
+# past the deny set so the policy loads: every denied destination in them
+# still gets EACCES, sendto and connect, in a netns sandbox and in a
+# --netns host one (there loopback is the gateway's). A UDP sink at the
+# gateway's own addresses (port 5300) shows nothing was sent there. A
+# datagram to sluiced's UDP relay listener itself (127.0.0.1 / ::1 :15054,
+# left alone by BPF for explicit use and nested sandboxes) is no way out
+# either: the socket has no pinned destination, so the relay drops it (or
+# BPF refuses it): no answer, no flow.
+ESC_UDP_RELAY_PORT=15054 # sluiced --udp-port default; run.sh does not change it
+test_escape_udp_allowed_range_deny_wins() {
+	local P=$W/p.yaml a port mode netns r spid
+	cat >"$P" <<EOF2
+version: 1
+network:
+  udp:
+    - name: loopback-range
+      to: 126.0.0.0/7
+      ports: ["1-52", "54-65535"] # 53 is refused: DNS always goes to sluiced
+    - name: v6-low
+      to: ::/120
+      ports: ["1-52", "54-65535"]
+    - name: gateway-range4
+      to: ${SLT_GW4%.*}.0/30
+      ports: [5300]
+    - name: gateway-range6
+      to: ${SLT_GW6%::*}::/64
+      ports: [5300]
+EOF2
+	: >"$W/gw-udp.log"
+	rm -f "$W/gw-udp.ready"
+	slt_spawn_in "$SLT_GW_NSPATH" "escgwudp-$SLT_TEST" "$SLT_PY" "$SLT_UPSTREAM_PY" --udp 5300 \
+		--bind "$SLT_GW4" --bind "$SLT_GW6" --log "$W/gw-udp.log" --ready "$W/gw-udp.ready"
+	spid=$(cat "$SLT_PIDS/escgwudp-$SLT_TEST")
+	# shellcheck disable=SC2064
+	trap "kill $spid 2>/dev/null; rm -f '$SLT_PIDS/escgwudp-$SLT_TEST'" EXIT
+	slt_retry 50 0.1 test -e "$W/gw-udp.ready" || fail "the gateway UDP sink did not start"
+	esc_snap
+	for netns in new host; do
+		for a in 127.0.0.1:5300 127.0.0.2:5300 "[::ffff:127.0.0.1]:5300" "[::1]:5300" \
+			"$SLT_GW4:5300" "[$SLT_GW6]:5300" "[::ffff:$SLT_GW4]:5300"; do
+			port=${a##*:}
+			a=${a%:*}
+			a=${a#[}
+			a=${a%]}
+			for mode in "" --connect; do
+				r=$(sbx_run --netns "$netns" --policy "$P" -- "${PROBE[@]}" udpecho "$a" "$port" \
+					${mode:+"$mode"} 2>&1)
+				note "netns $netns, rules covering it: [$a]:$port ${mode:-sendto} -> $r"
+				assert_eq "$r" EACCES "netns $netns: UDP to [$a]:$port ${mode:-sendto} under a udp rule"
+			done
+		done
+		for a in 127.0.0.1 ::1 ::ffff:127.0.0.1; do
+			for mode in "" --connect; do
+				r=$(sbx_run --netns "$netns" --policy "$P" -- "${PROBE[@]}" udpecho "$a" \
+					"$ESC_UDP_RELAY_PORT" ${mode:+"$mode"} --wait 1 2>&1)
+				note "netns $netns: the relay itself [$a]:$ESC_UDP_RELAY_PORT ${mode:-sendto} -> $r"
+				case $r in
+				EACCES | timeout) ;;
+				*) fail "netns $netns: a datagram to the relay listener [$a] got: $r" ;;
+				esac
+			done
+		done
+	done
+	[ -z "$(cat "$W/gw-udp.log")" ] ||
+		fail "a datagram reached the gateway's own address: $(cat "$W/gw-udp.log")"
+	assert_untouched up upconn md dns foreign "UDP under rules covering denied addresses"
+	sleep 0.3 # the audit writer is asynchronous
+	[ -z "$(esc_new audit | jq -c 'select(.kind == "udp" and .decision == "allow")')" ] ||
+		fail "a UDP flow was opened: $(esc_new audit | jq -c 'select(.kind == "udp")')"
+	note "relay refusals: $(esc_new audit | jq -r 'select(.kind == "udp") | .reason' | sort |
+		uniq -c | tr -s ' \n' ' ')"
+}
