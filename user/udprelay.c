@@ -48,6 +48,7 @@ struct ur_flow {
 	socklen_t dlen;
 	char sandbox[UDPRELAY_SANDBOX_MAX + 1];
 	char rule[UDPRELAY_RULE_MAX + 1];
+	bool sticky;                    /* refused until it idles out, whatever the check says */
 	uint64_t start_ms, last_ms;
 	struct timespec start;
 	uint64_t bytes_in, bytes_out;
@@ -129,13 +130,16 @@ static struct ur_flow *ur_find(struct udprelay *r, const struct ur_listener *l,
 	return NULL;
 }
 
-static unsigned ur_sandbox_flows(struct udprelay *r, const char *sandbox)
+/* One more open flow for sandbox would pass a limit. */
+static bool ur_at_limit(struct udprelay *r, const char *sandbox)
 {
 	unsigned n = 0;
 
+	if (r->st.flows_open >= r->cfg.max_flows)
+		return true;
 	for (struct ur_flow *f = r->flows; f; f = f->next)
 		n += f->ufd >= 0 && !strcmp(f->sandbox, sandbox);
-	return n;
+	return n >= r->cfg.max_flows_per_sandbox;
 }
 
 static void ur_orig_sockaddr(const struct sluice_orig *o, struct sockaddr_storage *ss,
@@ -350,10 +354,12 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 	rc = r->hooks.check(r->hooks.opaque, &o, &v);
 	if (f && f->ufd >= 0 && rc == 0)
 		return f; /* the common case: an open flow, still allowed */
-	if (f && f->ufd < 0 && rc < 0)
+	if (f && f->ufd < 0 && (rc < 0 || f->sticky || ur_at_limit(r, v.sandbox)))
 		return NULL; /* still refused, already audited */
 	if (f)
 		ur_flow_free(r, f, true); /* allowed now, or not any more */
+	if (r->nflows >= 2 * r->cfg.max_flows)
+		return NULL; /* the table is full of refused flows: drop, unrecorded */
 	f = ur_flow_start(r, l, src, srclen, &o, &v);
 	if (!f)
 		return NULL;
@@ -361,13 +367,13 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 		ur_refuse(r, f, v.reason ? v.reason : "udp_not_allowed");
 		return NULL;
 	}
-	if (r->st.flows_open >= r->cfg.max_flows ||
-	    ur_sandbox_flows(r, f->sandbox) >= r->cfg.max_flows_per_sandbox) {
+	if (ur_at_limit(r, f->sandbox)) {
 		ur_refuse(r, f, "udp_flow_limit");
 		return NULL;
 	}
 	rc = ur_flow_open(r, f);
 	if (rc < 0) {
+		f->sticky = true; /* no retry per datagram: after it idles out */
 		ur_refuse(r, f, "udp_upstream_error");
 		return NULL;
 	}

@@ -20,9 +20,12 @@
  * udprelay_get_stats must run on that loop's thread.
  *
  * Limits: flows per sandbox (max_flows_per_sandbox, beyond: refused with
- * "udp_flow_limit"), flows in all (max_flows), datagrams up to
- * UDPRELAY_DGRAM_MAX bytes (longer ones are cut by the kernel: MSG_TRUNC,
- * dropped), idle_ms without a datagram either way closes a flow.
+ * "udp_flow_limit"; the refused flow opens once a slot is free), open flows
+ * in all (max_flows), flow table entries (open and refused) 2 * max_flows
+ * (beyond: datagrams of new flows dropped without a record, counted in
+ * dropped), idle_ms without a datagram either way closes a flow (swept by
+ * udprelay_tick, so up to a tick later). A flow whose upstream socket could
+ * not be made stays refused until it idles out.
  */
 #ifndef SLUICE_UDPRELAY_H
 #define SLUICE_UDPRELAY_H

@@ -1226,13 +1226,32 @@ Test(bpf_loader, udp_dns_connected)
 	check_dns("::ffff:198.18.0.53", 53, true, T.dns_u4, "::ffff:198.18.0.53", 53);
 }
 
-/* The DNS listener addressed directly is left alone, answers keep their source. */
+/*
+ * The DNS listener addressed directly by a socket no sluice program steered
+ * there is refused (only nested sandboxes' already-steered datagrams pass),
+ * and nothing reaches it.
+ */
 Test(bpf_loader, udp_dns_listener_direct)
 {
+	static const char *const ips[] = { "127.0.0.1", "::1" };
+	struct udp_arg a = {};
+	struct job j;
+
 	NEED_ROOT();
 	dns_listeners();
-	check_dns("127.0.0.1", DNS_PORT, false, T.dns_u4, "127.0.0.1", DNS_PORT);
-	check_dns("::1", DNS_PORT, true, T.dns_u6, "::1", DNS_PORT);
+	for (size_t i = 0; i < 2; i++) {
+		a.dst = sa(ips[i], DNS_PORT, &a.len);
+		a.connect = false;
+		job_run(&j, T.cg, udp_fn, &a);
+		cr_assert_eq(j.res.v[1], EACCES, "sendto %s:%d: %s", ips[i], DNS_PORT,
+			     strerror(j.res.v[1]));
+		a.connect = true;
+		job_run(&j, T.cg, udp_fn, &a);
+		cr_assert_eq(j.res.v[0], EACCES, "connect %s:%d: %s", ips[i], DNS_PORT,
+			     strerror(j.res.v[0]));
+	}
+	assert_quiet(T.dns_u4, "v4 DNS listener");
+	assert_quiet(T.dns_u6, "v6 DNS listener");
 }
 
 Test(bpf_loader, udp_other_ports_refused)
@@ -1434,4 +1453,461 @@ Test(bpf_loader, run_drops_capabilities)
 	/* Still root otherwise. */
 	cr_assert_neq(status_hex(status, "CapEff:\t") & (1ull << CAP_CHOWN), 0);
 	cr_assert_neq(status_hex(status, "CapEff:\t") & (1ull << CAP_DAC_OVERRIDE), 0);
+}
+
+/* -- UDP destinations allowed by policy (network.udp) -- */
+
+#define UDP_PORT 15054
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+/* One allow entry: cidr text, one port range (add more with uallow_range). */
+static struct bpfl_udp_allow uallow(const char *c, uint16_t lo, uint16_t hi)
+{
+	struct bpfl_udp_allow a = { .cidr = cidr(c), .nranges = 1 };
+
+	a.ranges[0].lo = lo;
+	a.ranges[0].hi = hi;
+	return a;
+}
+
+static void uallow_range(struct bpfl_udp_allow *a, uint16_t lo, uint16_t hi)
+{
+	cr_assert_lt(a->nranges, SLUICE_UDP_RANGES_MAX);
+	a->ranges[a->nranges].lo = lo;
+	a->ranges[a->nranges].hi = hi;
+	a->nranges++;
+}
+
+static void set_uallow(const char *cg, const struct bpfl_udp_allow *v, unsigned n)
+{
+	int r = bpfl_set_udp_allow(T.b, bpfl_cgroup_id(cg), v, n);
+
+	cr_assert_eq(r, 0, "bpfl_set_udp_allow: %s", strerror(-r));
+}
+
+static int uallow_map(int family)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps/%s", T.pin_dir,
+		 family == AF_INET ? "sluice_uallow4" : "sluice_uallow6");
+	fd = bpf_obj_get(path);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Entries of cgroup cg in the pinned UDP allow trie of one family. */
+static unsigned uallow_count(const char *cg, int family)
+{
+	unsigned char key[28], next[28];
+	uint64_t id = bpfl_cgroup_id(cg), kid;
+	unsigned n = 0, i;
+	void *prev = NULL;
+	int fd = uallow_map(family);
+
+	for (i = 0; i < 100000 && bpf_map_get_next_key(fd, prev, next) == 0; i++) {
+		memcpy(key, next, sizeof(key));
+		prev = key;
+		memcpy(&kid, key + 4, 8);
+		n += kid == id;
+	}
+	close(fd);
+	return n;
+}
+
+/*
+ * The entry of cgroup cg for exactly CIDR c (host bits ignored), found by
+ * walking the keys (a lookup alone could answer with a covering prefix).
+ */
+static bool uallow_get(const char *cg, const char *c, struct sluice_udp_allow_val *ret)
+{
+	struct bpfl_cidr x = cidr(c);
+	unsigned char want[28] = {}, key[28], next[28];
+	uint64_t id = bpfl_cgroup_id(cg);
+	unsigned alen = x.family == AF_INET ? 4 : 16, ksz = 12 + alen, i;
+	uint32_t plen = 64 + x.prefix;
+	void *prev = NULL;
+	bool found = false;
+	int fd = uallow_map(x.family);
+
+	memcpy(want, &plen, 4);
+	memcpy(want + 4, &id, 8);
+	for (i = 0; i < alen; i++) {
+		unsigned bits = x.prefix > i * 8 ? x.prefix - i * 8 : 0;
+
+		want[12 + i] = bits >= 8 ? x.addr[i] : x.addr[i] & (unsigned char)(0xff00 >> bits);
+	}
+	for (i = 0; i < 100000 && bpf_map_get_next_key(fd, prev, next) == 0; i++) {
+		memcpy(key, next, sizeof(key));
+		prev = key;
+		if (!memcmp(key, want, ksz)) {
+			found = true;
+			break;
+		}
+	}
+	if (found)
+		cr_assert_eq(bpf_map_lookup_elem(fd, want, ret), 0);
+	close(fd);
+	return found;
+}
+
+/* The entry for c exists and holds exactly these ranges ({lo, hi} pairs). */
+static void assert_uallow(const char *cg, const char *c, unsigned n, const uint16_t (*r)[2])
+{
+	struct sluice_udp_allow_val v;
+	unsigned i;
+
+	cr_assert(uallow_get(cg, c, &v), "no UDP allow entry %s", c);
+	cr_assert_eq(v.nranges, n, "%s: %u ranges, want %u", c, v.nranges, n);
+	for (i = 0; i < n; i++) {
+		cr_assert_eq(v.r[i].lo, r[i][0], "%s range %u lo %u", c, i, v.r[i].lo);
+		cr_assert_eq(v.r[i].hi, r[i][1], "%s range %u hi %u", c, i, v.r[i].hi);
+	}
+}
+
+Test(bpf_loader, udp_allow_replace_and_clear)
+{
+	static const uint16_t r123[][2] = { { 123, 123 } };
+	static const uint16_t r53[][2] = { { 53, 53 } };
+	static const uint16_t rmix[][2] = { { 1000, 2000 }, { 4433, 4433 } };
+	static const uint16_t rhi[][2] = { { 60000, 61000 } };
+	static const uint16_t r5000[][2] = { { 5000, 5001 } };
+	static const uint16_t rall[][2] = { { 1, 65535 } };
+	static const char *const deny[] = { "203.0.113.0/24" };
+	struct bpfl_udp_allow a[3], b[2], sib, bad[2], *many;
+	struct {
+		struct bpfl_udp_allow a;
+		uint16_t extra[2]; /* a 17th range, for an implementation that reads one */
+	} over;
+	uint64_t id;
+	unsigned i;
+
+	NEED_ROOT();
+	id = bpfl_cgroup_id(T.cg);
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	sib = uallow("192.0.2.0/24", 53, 53);
+	set_uallow(T.cg2, &sib, 1);
+	set_deny(T.cg, deny, 1);
+
+	a[0] = uallow("203.0.113.7/32", 123, 123);
+	a[1] = uallow("198.51.100.0/24", 1000, 2000);
+	uallow_range(&a[1], 4433, 4433);
+	a[2] = uallow("2001:db8::/64", 60000, 61000);
+	set_uallow(T.cg, a, 3);
+	cr_assert_eq(uallow_count(T.cg, AF_INET), 2);
+	cr_assert_eq(uallow_count(T.cg, AF_INET6), 1);
+	assert_uallow(T.cg, "203.0.113.7/32", 1, r123);
+	assert_uallow(T.cg, "198.51.100.0/24", 2, rmix);
+	assert_uallow(T.cg, "2001:db8::/64", 1, rhi);
+
+	/* Replace: host bits set on purpose (the same /24, new ranges), a new v6 prefix. */
+	b[0] = uallow("198.51.100.77/24", 5000, 5001);
+	b[1] = uallow("2001:db8:1::/48", 1, 65535);
+	set_uallow(T.cg, b, 2);
+	cr_assert_eq(uallow_count(T.cg, AF_INET), 1);
+	cr_assert_eq(uallow_count(T.cg, AF_INET6), 1);
+	cr_assert_not(uallow_get(T.cg, "203.0.113.7/32", &(struct sluice_udp_allow_val){}));
+	cr_assert_not(uallow_get(T.cg, "2001:db8::/64", &(struct sluice_udp_allow_val){}));
+	assert_uallow(T.cg, "198.51.100.0/24", 1, r5000);
+	assert_uallow(T.cg, "2001:db8:1::/48", 1, rall);
+	/* The sibling's entries and this sandbox's deny set are untouched. */
+	cr_assert_eq(uallow_count(T.cg2, AF_INET), 1);
+	assert_uallow(T.cg2, "192.0.2.0/24", 1, r53);
+	cr_assert_eq(deny_count(T.cg, AF_INET), 1);
+
+	/* Bad input changes nothing, not even the valid entry before the bad one. */
+	bad[0] = uallow("10.9.0.0/16", 7, 7);
+	bad[1] = uallow("10.10.0.0/16", 7, 7);
+	bad[1].nranges = 0;
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, bad, 2), -EINVAL, "nranges 0");
+	bad[1].nranges = SLUICE_UDP_RANGES_MAX + 1;
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, bad, 2), -EINVAL, "nranges > max");
+	/* Same, with a valid range where a 17th would be read: only the count refuses it. */
+	over.a = uallow("10.9.0.0/16", 7, 7);
+	over.a.nranges = SLUICE_UDP_RANGES_MAX + 1;
+	over.extra[0] = 1;
+	over.extra[1] = 2;
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, &over.a, 1), -EINVAL, "nranges > max, alone");
+	bad[1] = uallow("10.10.0.0/16", 9, 8);
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, bad, 2), -EINVAL, "lo > hi");
+	bad[1] = uallow("10.10.0.0/16", 8, 9);
+	uallow_range(&bad[1], 100, 99);
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, bad, 2), -EINVAL, "second range lo > hi");
+	bad[1] = uallow("10.10.0.0/16", 7, 7);
+	bad[1].cidr.prefix = 33;
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, bad, 2), -EINVAL, "prefix 33");
+	bad[1].cidr.family = AF_UNIX;
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, bad, 2), -EINVAL, "family");
+	cr_assert_eq(bpfl_set_udp_allow(T.b, 0, bad, 1), -EINVAL, "cgroup 0");
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, NULL, 1), -EINVAL, "no entries");
+	cr_assert_eq(bpfl_set_udp_allow(NULL, id, bad, 1), -EINVAL, "no loader");
+	/* One entry over the limit, every one of them valid. */
+	many = calloc(BPFL_UDP_ALLOW_MAX + 1, sizeof(*many));
+	cr_assert_not_null(many);
+	for (i = 0; i <= BPFL_UDP_ALLOW_MAX; i++) {
+		many[i] = uallow("10.0.0.0/24", 7, 7);
+		many[i].cidr.addr[1] = (unsigned char)(i >> 8);
+		many[i].cidr.addr[2] = (unsigned char)i;
+	}
+	cr_assert_eq(bpfl_set_udp_allow(T.b, id, many, BPFL_UDP_ALLOW_MAX + 1), -EINVAL,
+		     "n > BPFL_UDP_ALLOW_MAX");
+	free(many);
+	cr_assert_eq(uallow_count(T.cg, AF_INET), 1);
+	cr_assert_eq(uallow_count(T.cg, AF_INET6), 1);
+	cr_assert_not(uallow_get(T.cg, "10.9.0.0/16", &(struct sluice_udp_allow_val){}));
+	assert_uallow(T.cg, "198.51.100.0/24", 1, r5000);
+	/* The most ranges an entry holds is fine. */
+	bad[0] = uallow("10.9.0.0/16", 1, 1);
+	for (i = 1; i < SLUICE_UDP_RANGES_MAX; i++)
+		uallow_range(&bad[0], (uint16_t)(i * 10), (uint16_t)(i * 10 + 5));
+	set_uallow(T.cg, bad, 1);
+	cr_assert_eq(uallow_count(T.cg, AF_INET), 1);
+	cr_assert_eq(uallow_count(T.cg, AF_INET6), 0);
+	{
+		struct sluice_udp_allow_val v;
+
+		cr_assert(uallow_get(T.cg, "10.9.0.0/16", &v));
+		cr_assert_eq(v.nranges, SLUICE_UDP_RANGES_MAX);
+		cr_assert_eq(v.r[SLUICE_UDP_RANGES_MAX - 1].lo, (SLUICE_UDP_RANGES_MAX - 1) * 10);
+		cr_assert_eq(v.r[SLUICE_UDP_RANGES_MAX - 1].hi, (SLUICE_UDP_RANGES_MAX - 1) * 10 + 5);
+	}
+
+	/* Clear: this sandbox's entries go, the sibling's and the deny set stay. */
+	cr_assert_eq(bpfl_clear_udp_allow(T.b, id), 0);
+	cr_assert_eq(uallow_count(T.cg, AF_INET), 0);
+	cr_assert_eq(uallow_count(T.cg, AF_INET6), 0);
+	cr_assert_eq(bpfl_clear_udp_allow(T.b, id), 0, "clearing nothing is fine");
+	cr_assert_eq(uallow_count(T.cg2, AF_INET), 1);
+	cr_assert_eq(deny_count(T.cg, AF_INET), 1);
+	cr_assert_eq(bpfl_clear_udp_allow(T.b, 0), -EINVAL);
+	/* Empty set = clear. */
+	cr_assert_eq(bpfl_set_udp_allow(T.b, bpfl_cgroup_id(T.cg2), NULL, 0), 0);
+	cr_assert_eq(uallow_count(T.cg2, AF_INET), 0);
+}
+
+Test(bpf_loader, udp_flow_map_empty)
+{
+	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = htons(40000) };
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = htons(40000),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr su = { .sa_family = AF_UNIX };
+	struct sluice_orig o;
+
+	NEED_ROOT();
+	s4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, 1, (struct sockaddr *)&s4, &o), -ENOENT);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, 1, (struct sockaddr *)&s6, &o), -ENOENT);
+	cr_assert_eq(bpfl_udp_flow_forget(T.b, 1, (struct sockaddr *)&s4), 0);
+	cr_assert_eq(bpfl_udp_flow_forget(T.b, 1, (struct sockaddr *)&s6), 0);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, 1, &su, &o), -EAFNOSUPPORT);
+	cr_assert_eq(bpfl_udp_flow_forget(T.b, 1, &su), -EAFNOSUPPORT);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, 1, NULL, &o), -EINVAL);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, 1, (struct sockaddr *)&s4, NULL), -EINVAL);
+	cr_assert_eq(bpfl_udp_flow_lookup(NULL, 1, (struct sockaddr *)&s4, &o), -EINVAL);
+	cr_assert_eq(bpfl_udp_flow_forget(T.b, 1, NULL), -EINVAL);
+}
+
+/* The daemon restarted with the UDP relay on (--udp-port): reopen, attach again. */
+static void relay_on(void)
+{
+	struct bpfl_opts o = { .pin_dir = T.pin_dir,
+			       .listen_port = PORT,
+			       .dns_port = DNS_PORT,
+			       .udp_port = UDP_PORT };
+	int r;
+
+	bpfl_close(T.b);
+	T.b = NULL;
+	inet_pton(AF_INET, "127.0.0.1", &o.listen_addr4);
+	o.listen_addr6 = in6addr_loopback;
+	r = bpfl_open(&o, &T.b);
+	cr_assert_eq(r, 0, "bpfl_open: %s", strerror(-r));
+	cr_assert_eq(bpfl_attach_cgroup(T.b, "sb", T.cg), 0);
+}
+
+static uint64_t netns_cookie(int fd)
+{
+	uint64_t c = 0;
+	socklen_t l = sizeof(c);
+
+	cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &c, &l), 0, "%s",
+		     strerror(errno));
+	return c;
+}
+
+/*
+ * One datagram from the sandbox to ip:port, read by relay socket ufd: the
+ * kernel record for its source names the destination, the relay's answer
+ * shows the destination as its source; forget removes the record.
+ */
+static void check_relay(const char *ip, uint16_t port, bool conn, int ufd, uint32_t flags,
+			const char *orig_ip)
+{
+	struct udp_arg a = { .connect = conn };
+	struct pollfd p = { .fd = ufd, .events = POLLIN };
+	struct sockaddr_storage from;
+	socklen_t l = sizeof(from);
+	struct sluice_orig o;
+	char buf[8];
+	struct job j;
+	int r;
+
+	a.dst = sa(ip, port, &a.len);
+	job_start(&j, T.cg, udp_fn, &a);
+	cr_assert_eq(poll(&p, 1, IO_TIMEOUT_MS), 1, "the relay got nothing for %s", ip);
+	cr_assert_eq(recvfrom(ufd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &l), 1);
+	cr_assert_eq(buf[0], 'q');
+	r = bpfl_udp_flow_lookup(T.b, netns_cookie(ufd), (struct sockaddr *)&from, &o);
+	cr_assert_eq(r, 0, "udp flow lookup %s: %s", ip, strerror(-r));
+	assert_orig(&o, orig_ip, port, flags, T.cg);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, netns_cookie(ufd) + 1, (struct sockaddr *)&from, &o),
+		     -ENOENT, "another netns' relay must not see this flow");
+	cr_assert_eq(sendto(ufd, "a", 1, 0, (struct sockaddr *)&from, l), 1);
+	job_wait(&j);
+	cr_assert_eq(j.res.v[0], 0, "%s connect: %s", ip, strerror(j.res.v[0]));
+	cr_assert_eq(j.res.v[1], 0, "%s send: %s", ip, strerror(j.res.v[1]));
+	cr_assert_eq(j.res.v[2], 0, "%s recv: %s", ip, strerror(j.res.v[2]));
+	cr_assert_str_eq(j.res.data, "a");
+	assert_sa(&j.res.ss[0], ip, port);
+	if (conn) {
+		cr_assert_eq(j.res.v[3], 0);
+		assert_sa(&j.res.ss[1], ip, port);
+	}
+	cr_assert_eq(bpfl_udp_flow_forget(T.b, netns_cookie(ufd), (struct sockaddr *)&from), 0);
+	cr_assert_eq(bpfl_udp_flow_lookup(T.b, netns_cookie(ufd), (struct sockaddr *)&from, &o),
+		     -ENOENT);
+}
+
+Test(bpf_loader, udp_allowed_steered_to_relay)
+{
+	struct bpfl_udp_allow a[2];
+	int u4, u6;
+
+	NEED_ROOT();
+	relay_on();
+	u4 = sock_in_ns("127.0.0.1", UDP_PORT, SOCK_DGRAM);
+	u6 = sock_in_ns("::1", UDP_PORT, SOCK_DGRAM);
+	a[0] = uallow("198.18.0.0/16", 123, 123);
+	uallow_range(&a[0], 5000, 5010);
+	a[1] = uallow("2001:db8::/64", 60000, 61000);
+	set_uallow(T.cg, a, 2);
+	check_relay("198.18.0.7", 123, false, u4, SLUICE_ORIG_F_UDP_RELAY, "198.18.0.7");
+	check_relay("198.18.0.8", 5005, true, u4, SLUICE_ORIG_F_UDP_RELAY, "198.18.0.8");
+	check_relay("2001:db8::7", 60001, false, u6, SLUICE_ORIG_F_UDP_RELAY, "2001:db8::7");
+	check_relay("2001:db8::8", 61000, true, u6, SLUICE_ORIG_F_UDP_RELAY, "2001:db8::8");
+	check_relay("::ffff:198.18.0.9", 123, false, u4,
+		    SLUICE_ORIG_F_UDP_RELAY | SLUICE_ORIG_F_V4MAPPED, "198.18.0.9");
+	assert_quiet(u4, "v4 relay");
+	assert_quiet(u6, "v6 relay");
+	assert_quiet(T.lfd4, "proxy listener");
+	close(u4);
+	close(u6);
+}
+
+struct udp_multi_arg {
+	struct sockaddr_storage dst[4];
+	socklen_t len[4];
+	int n;
+};
+
+/* One socket sends "q" to each destination in turn; v[i] = errno of sendto i. */
+static void udp_multi_fn(const void *arg, struct jres *res)
+{
+	const struct udp_multi_arg *a = arg;
+	int fd, i;
+
+	fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		_exit(4);
+	for (i = 0; i < a->n; i++)
+		res->v[i] = sendto(fd, "q", 1, 0, (const struct sockaddr *)&a->dst[i], a->len[i]) == 1
+				    ? 0
+				    : errno;
+	close(fd);
+}
+
+static int relay_drain(int ufd)
+{
+	struct pollfd p = { .fd = ufd, .events = POLLIN };
+	char buf[8];
+	int n = 0;
+
+	while (poll(&p, 1, 200) == 1 && recv(ufd, buf, sizeof(buf), 0) >= 0)
+		n++;
+	return n;
+}
+
+Test(bpf_loader, udp_relay_refusals)
+{
+	static const char *const deny[] = { "198.18.0.66/32" };
+	struct udp_multi_arg m = {};
+	struct bpfl_udp_allow a = uallow("198.18.0.0/16", 123, 123);
+	struct job j;
+	int u4;
+
+	NEED_ROOT();
+	relay_on();
+	u4 = sock_in_ns("127.0.0.1", UDP_PORT, SOCK_DGRAM);
+	cr_assert_eq(mkdir(T.cg2, 0755), 0);
+	cr_assert_eq(bpfl_attach_cgroup(T.b, "sb2", T.cg2), 0);
+	set_uallow(T.cg, &a, 1);
+	set_deny(T.cg, deny, 1);
+
+	/* (v4-mapped: the socket is AF_INET6, see udp_multi_fn) */
+	m.dst[0] = sa("::ffff:198.18.0.7", 124, &m.len[0]); /* port not allowed */
+	m.dst[1] = sa("::ffff:198.18.0.66", 123, &m.len[1]); /* denied: deny wins */
+	m.dst[2] = sa("::ffff:198.19.0.1", 123, &m.len[2]); /* outside the prefix */
+	m.n = 3;
+	job_run(&j, T.cg, udp_multi_fn, &m);
+	cr_assert_eq(j.res.v[0], EACCES, "port 124: %s", strerror(j.res.v[0]));
+	cr_assert_eq(j.res.v[1], EACCES, "denied address: %s", strerror(j.res.v[1]));
+	cr_assert_eq(j.res.v[2], EACCES, "other prefix: %s", strerror(j.res.v[2]));
+	cr_assert_eq(relay_drain(u4), 0);
+
+	/* One destination per socket: the first allowed one pins it, DNS included. */
+	m.dst[0] = sa("::ffff:198.18.0.7", 123, &m.len[0]);
+	m.dst[1] = sa("::ffff:198.18.0.8", 123, &m.len[1]);
+	m.dst[2] = sa("::ffff:198.18.0.53", 53, &m.len[2]);
+	m.dst[3] = sa("::ffff:198.18.0.7", 123, &m.len[3]);
+	m.n = 4;
+	job_run(&j, T.cg, udp_multi_fn, &m);
+	cr_assert_eq(j.res.v[0], 0, "first: %s", strerror(j.res.v[0]));
+	cr_assert_eq(j.res.v[1], EACCES, "second destination: %s", strerror(j.res.v[1]));
+	cr_assert_eq(j.res.v[2], EACCES, "DNS from a pinned socket: %s", strerror(j.res.v[2]));
+	cr_assert_eq(j.res.v[3], 0, "the pinned destination again: %s", strerror(j.res.v[3]));
+	cr_assert_eq(relay_drain(u4), 2);
+
+	/* The sibling sandbox has no network.udp: refused. */
+	m.dst[0] = sa("::ffff:198.18.0.7", 123, &m.len[0]);
+	m.n = 1;
+	job_run(&j, T.cg2, udp_multi_fn, &m);
+	cr_assert_eq(j.res.v[0], EACCES, "sibling: %s", strerror(j.res.v[0]));
+
+	/* Rule gone: refused at once. */
+	cr_assert_eq(bpfl_clear_udp_allow(T.b, bpfl_cgroup_id(T.cg)), 0);
+	job_run(&j, T.cg, udp_multi_fn, &m);
+	cr_assert_eq(j.res.v[0], EACCES, "after clear: %s", strerror(j.res.v[0]));
+	cr_assert_eq(relay_drain(u4), 0);
+	close(u4);
+}
+
+/* --udp-port 0: no relay, so allowed destinations are refused too (fail closed). */
+Test(bpf_loader, udp_allowed_without_relay_refused)
+{
+	struct bpfl_udp_allow a = uallow("198.18.0.0/16", 123, 123);
+	struct udp_arg u = {};
+	struct job j;
+
+	NEED_ROOT();
+	set_uallow(T.cg, &a, 1);
+	u.dst = sa("198.18.0.7", 123, &u.len);
+	job_run(&j, T.cg, udp_fn, &u);
+	cr_assert_eq(j.res.v[1], EACCES, "sendto: %s", strerror(j.res.v[1]));
+	u.connect = true;
+	job_run(&j, T.cg, udp_fn, &u);
+	cr_assert_eq(j.res.v[0], EACCES, "connect: %s", strerror(j.res.v[0]));
 }
