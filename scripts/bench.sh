@@ -14,6 +14,9 @@
 #   new-connection req/s    wrk -t2 -c8 /small with `Connection: close` (one TLS handshake each)
 #   1 MiB MiB/s             wrk -t2 -c4 /1m (from Transfer/sec)
 #   sluiced CPU per request (utime+stime delta over the keep-alive runs) and peak RSS (VmHWM).
+#   UDP round trips/s and p50  a Python client doing BENCH_UDP_N (default 20000) 64-byte
+#                           ping-pongs on one connected socket with a Python echo server,
+#                           direct and through sluiced's UDP relay (policy network.udp).
 # Each figure is the mean of two runs. Debian's wrk does not verify
 # certificates, so the direct and the sandboxed runs do the same TLS work.
 #
@@ -99,6 +102,65 @@ fi
 
 echo 'wrk.headers["Connection"] = "close"' >"$SLT_TMP/close.lua"
 
+# --- UDP echo (for the relay figures) -------------------------------------
+cat >"$SLT_TMP/udp_echo.py" <<'EOF2'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(d, a)
+EOF2
+cat >"$SLT_TMP/udp_rtt.py" <<'EOF2'
+# udp_rtt.py ADDR PORT N: N ping-pongs (bounded: 30 s), prints figures.
+import socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+s.connect((addr, port))
+rtts, lost, t0 = [], 0, time.monotonic()
+for i in range(n):
+    if time.monotonic() - t0 > 30:
+        break
+    p = i.to_bytes(8, "big") * 8
+    a = time.perf_counter()
+    s.send(p)
+    try:
+        while s.recv(65535) != p:
+            pass
+    except socket.timeout:
+        lost += 1
+        continue
+    rtts.append(time.perf_counter() - a)
+el = time.monotonic() - t0
+rtts.sort()
+print("rtts %d lost %d rate %.0f p50_us %.0f p99_us %.0f" % (len(rtts), lost, len(rtts) / el,
+      rtts[len(rtts) // 2] * 1e6, rtts[int(len(rtts) * 0.99)] * 1e6))
+EOF2
+slt_spawn_in "$SLT_UP_NSPATH" udpecho "$SLT_PY" "$SLT_TMP/udp_echo.py" "$SLT_UP4" 5300
+cat >"$SLT_TMP/udp.yaml" <<EOF2
+version: 1
+network:
+  udp:
+    - name: bench-echo
+      to: $SLT_UP4
+      ports: [5300]
+EOF2
+UDP_N=${BENCH_UDP_N:-20000}
+# udp_run MODE: one run of the ping-pong client, output to $SLT_TMP/udp.MODE.$ROUND.
+udp_run() {
+	local mode=$1 out=$SLT_TMP/udp.$1.$ROUND
+	if [ "$mode" = direct ]; then
+		timeout -k 2 40 nsenter --net="$SLT_GW_NSPATH" "$SLT_PY" "$SLT_TMP/udp_rtt.py" \
+			"$SLT_UP4" 5300 "$UDP_N" >"$out" 2>&1
+	else
+		BOUND=40 sbx_run --policy "$SLT_TMP/udp.yaml" -- "$SLT_PY" "$SLT_TMP/udp_rtt.py" \
+			"$SLT_UP4" 5300 "$UDP_N" >"$out" 2>&1
+	fi
+	[ "${V:-0}" = 1 ] && sed "s/^/  [udp $mode $ROUND] /" "$out"
+	grep -q '^rtts ' "$out" || { echo "bench: udp $mode failed:"; cat "$out"; exit 1; }
+}
+
 # --- measuring ----------------------------------------------------------
 # wrk_run MODE NAME WRK-ARGS...: run wrk direct or in a sandbox, output to
 # $SLT_TMP/wrk.MODE.NAME.N (N = round).
@@ -135,12 +197,14 @@ for ROUND in 1 2; do
 		wrk_run $mode lat -t1 -c1 -d"${SECS}s" --latency "$U/small"
 		wrk_run $mode new -t2 -c8 -d"${SECS}s" -s "$SLT_TMP/close.lua" "$U/small"
 		wrk_run $mode 1m -t2 -c4 -d"${SECS}s" "$U/1m"
+		udp_run $mode
 	done
 done
 if [ "$MODES" = direct ]; then
 	for n in ka new; do echo "direct $n req/s: $(cat "$SLT_TMP"/wrk.direct.$n.[12] |
 		awk '/^Requests\/sec/ {s += $2; n++} END {printf "%.0f", s / n}')"; done
 	grep -h -E '^ +(50|99)%|^Transfer' "$SLT_TMP"/wrk.direct.{lat,1m}.[12]
+	cat "$SLT_TMP"/udp.direct.[12]
 	exit 0
 fi
 slt_pid_alive "$SPID" || { echo "bench: sluiced died during the benchmark"; exit 1; }
@@ -162,11 +226,15 @@ lat_of() {
 		f = (u == "s") ? 1000000 : (u == "ms") ? 1000 : 1
 		printf "%.0f", v * f }' "$1"
 }
-# fig FN MODE NAME [ARG]: sets FIG="mean (run1, run2)" and MEAN.
+# UDP figures ($2: rate or p50_us) from udp_rtt.py's line
+udp_of() { awk -v k="$2" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}' "$1"; }
+# fig FN MODE NAME [ARG]: sets FIG="mean (run1, run2)" and MEAN (files wrk.MODE.NAME.N,
+# or udp.MODE.N when NAME is udp).
 fig() {
-	local fn=$1 mode=$2 name=$3 a b
-	a=$($fn "$SLT_TMP/wrk.$mode.$name.1" ${4:-})
-	b=$($fn "$SLT_TMP/wrk.$mode.$name.2" ${4:-})
+	local fn=$1 mode=$2 name=$3 a b f=wrk.$2.$3
+	[ "$name" = udp ] && f=udp.$mode
+	a=$($fn "$SLT_TMP/$f.1" ${4:-})
+	b=$($fn "$SLT_TMP/$f.2" ${4:-})
 	MEAN=$(awk -v a="$a" -v b="$b" 'BEGIN {m = (a + b) / 2; printf (m < 100 ? "%.1f" : "%.0f"), m}')
 	FIG="$MEAN ($a, $b)"
 }
@@ -184,6 +252,10 @@ fig lat_of direct lat 50; D_P50=$MEAN; echo "direct p50 latency (us, c1): $FIG"
 fig lat_of sluice lat 50; S_P50=$MEAN; echo "sluice p50 latency (us, c1): $FIG"
 fig lat_of direct lat 99; D_P99=$MEAN; echo "direct p99 latency (us, c1): $FIG"
 fig lat_of sluice lat 99; S_P99=$MEAN; echo "sluice p99 latency (us, c1): $FIG"
+fig udp_of direct udp rate; D_UR=$MEAN; echo "direct UDP round trips/s (c1): $FIG"
+fig udp_of sluice udp rate; S_UR=$MEAN; echo "sluice UDP round trips/s (c1): $FIG"
+fig udp_of direct udp p50_us; D_UP=$MEAN; echo "direct UDP p50 round trip (us): $FIG"
+fig udp_of sluice udp p50_us; S_UP=$MEAN; echo "sluice UDP p50 round trip (us): $FIG"
 CPU_US=$(awk -v t="$KA_TICKS" -v hz="$HZ" -v r="$KA_REQS" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')
 
 echo "keep-alive req/s ratio: $(ratio "$S_KA" "$D_KA")"
@@ -191,5 +263,7 @@ echo "new-connection req/s ratio: $(ratio "$S_NEW" "$D_NEW")"
 echo "1MiB MiB/s ratio: $(ratio "$S_1M" "$D_1M")"
 echo "p50 latency added (us): $(added "$S_P50" "$D_P50")"
 echo "p99 latency added (us): $(added "$S_P99" "$D_P99")"
+echo "UDP round trips/s ratio: $(ratio "$S_UR" "$D_UR")"
+echo "UDP p50 round trip added (us): $(added "$S_UP" "$D_UP")"
 echo "sluiced cpu us/req (keep-alive): $CPU_US"
 echo "sluiced peak rss (MiB): $(awk -v k="$HWM_KB" 'BEGIN {printf "%.1f", k / 1024}')"
