@@ -110,7 +110,10 @@ int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id);
  * destination is not in the deny set and an entry allows its port, and pin
  * the socket to it. Replaced like the deny set (new entries first); n == 0
  * clears. 0, -EINVAL (bad entry, n > BPFL_UDP_ALLOW_MAX, cgroup_id 0;
- * nothing changed), -E2BIG / -ENOMEM (map full), or -errno.
+ * nothing changed), -E2BIG / -ENOMEM (map full: the entries inserted so far
+ * stay beside the old ones, so more is allowed than either set until the
+ * next successful call; sluiced's relay re-checks the policy for every
+ * datagram, so nothing more is relayed), or -errno.
  */
 struct bpfl_udp_allow {
 	struct bpfl_cidr cidr;

@@ -5,6 +5,12 @@
  * is either open (an upstream socket connected to the destination) or
  * refused (no socket: it only remembers that the refusal was audited, so a
  * sandbox that keeps sending costs one audit line, not one per datagram).
+ *
+ * Known race, accepted: the kernel record is keyed by the source address, so
+ * if a sandbox socket closes with datagrams still queued here and another
+ * socket (in the same netns) takes its port and sends before they are read,
+ * those queued datagrams are relayed to the new socket's destination, after
+ * the check for the new socket's sandbox.
  */
 #include "udprelay.h"
 
