@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -61,8 +62,22 @@ struct dns_client {
 	unsigned slot;
 };
 
+/* One upstream UDP socket, connected to one resolver: the default one
+ * (cfg.resolver, first in the list, kept for the instance's life) and one
+ * per other resolver a sandbox's policy names, made on first use. */
+struct dns_upstream {
+	struct loop_io io;
+	struct dns *d;
+	struct dns_upstream *next;
+	struct sockaddr_storage addr;
+	socklen_t len;
+	unsigned inflight;      /* queries sent to it, UDP and TCP, not answered yet */
+	uint64_t last_ms;
+};
+
 struct dns_pending {
 	struct dns *d;
+	struct dns_upstream *uu;        /* the resolver it went to */
 	struct dns_pending *prev, *next;        /* by deadline (= arrival) */
 	uint64_t deadline;
 	uint16_t id;
@@ -84,7 +99,8 @@ struct dns {
 	struct dns_cfg cfg;
 	struct dns_hooks hooks;
 	bool freeing;
-	struct loop_io udp_io;
+	struct dns_upstream *ups;       /* the default resolver first */
+	unsigned nups;
 	struct loop_io timer_io;
 	uint64_t armed_ms;
 	struct dns_pending **by_id;     /* 65536 slots */
@@ -110,6 +126,60 @@ static uint64_t mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ret;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ret;
+	const char *port_s = NULL, *colon, *end;
+	unsigned long port = 53;
+	size_t hlen;
+
+	if (!spec || !ret || !ret_len)
+		return -EINVAL;
+	if (spec[0] == '[') {
+		end = strchr(spec, ']');
+		if (!end || (end[1] && end[1] != ':'))
+			return -EINVAL;
+		hlen = (size_t)(end - spec - 1);
+		spec++;
+		if (end[1] == ':')
+			port_s = end + 2;
+	} else if ((colon = strchr(spec, ':')) && colon == strrchr(spec, ':')) {
+		hlen = (size_t)(colon - spec);
+		port_s = colon + 1;
+	} else {
+		hlen = strlen(spec);
+	}
+	if (!hlen || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, spec, hlen);
+	host[hlen] = '\0';
+	if (port_s) {
+		char *e;
+
+		if (*port_s < '0' || *port_s > '9')
+			return -EINVAL;
+		port = strtoul(port_s, &e, 10);
+		if (*e || port == 0 || port > 65535)
+			return -EINVAL;
+	}
+	memset(ret, 0, sizeof(*ret));
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		*ret_len = sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		*ret_len = sizeof(*s6);
+		return 0;
+	}
+	return -EINVAL;
 }
 
 void dns_cfg_defaults(struct dns_cfg *cfg)
@@ -231,6 +301,8 @@ static void pending_release(struct dns_pending *p)
 	else
 		d->fifo_tail = p->prev;
 	d->inflight--;
+	if (p->uu)
+		p->uu->inflight--;
 	if (p->cl.tc && p->cl.tc->slots[p->cl.slot].p == p)
 		p->cl.tc->slots[p->cl.slot].p = NULL;
 	if (p->up_fd >= 0) {
@@ -393,10 +465,10 @@ static int up_tcp_start(struct dns_pending *p, const uint8_t *query, size_t qlen
 	dnsmsg_put16(p->upbuf + 2, p->id);
 	p->up_len = qlen + 2;
 	p->up_done = 0;
-	fd = socket(d->cfg.resolver.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(p->uu->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&d->cfg.resolver, d->cfg.resolver_len) < 0 &&
+	if (connect(fd, (struct sockaddr *)&p->uu->addr, p->uu->len) < 0 &&
 	    errno != EINPROGRESS) {
 		r = -errno;
 		goto out_close;
@@ -410,6 +482,91 @@ static int up_tcp_start(struct dns_pending *p, const uint8_t *query, size_t qlen
 out_close:
 	close(fd);
 	return r;
+}
+
+/* ---- upstream UDP sockets, one per resolver ---- */
+
+static void udp_upstream_cb(struct loop_io *io, uint32_t events);
+
+static struct dns_upstream *upstream_new(struct dns *d, const struct sockaddr_storage *addr,
+					 socklen_t len)
+{
+	struct dns_upstream *u = calloc(1, sizeof(*u));
+	int fd;
+
+	if (!u)
+		return NULL;
+	u->d = d;
+	u->addr = *addr;
+	u->len = len;
+	fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto out_free;
+	/* Connected: the kernel drops datagrams from any other source. */
+	if (connect(fd, (const struct sockaddr *)addr, len) < 0 ||
+	    loop_io_add(d->loop, &u->io, fd, EPOLLIN, udp_upstream_cb) < 0) {
+		close(fd);
+		goto out_free;
+	}
+	u->next = d->ups;
+	d->ups = u;
+	d->nups++;
+	return u;
+
+out_free:
+	free(u);
+	return NULL;
+}
+
+static void upstream_free(struct dns *d, struct dns_upstream *u)
+{
+	struct dns_upstream **pp = &d->ups;
+
+	while (*pp && *pp != u)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = u->next;
+	d->nups--;
+	loop_io_del(d->loop, &u->io);
+	close(u->io.fd);
+	if (d->freeing || loop_free_later(d->loop, u, free) < 0)
+		free(u);
+}
+
+/*
+ * The resolver for sandbox's queries: its policy's own (hooks.resolver), or
+ * the default. A sandbox whose resolver cannot be served (no socket, all
+ * DNS_RESOLVERS_MAX slots busy) gets NULL: its query fails, it is never
+ * sent to another resolver than the one its policy names.
+ */
+static struct dns_upstream *upstream_for(struct dns *d, const char *sandbox)
+{
+	struct dns_upstream *u, *lru = NULL, *dflt = NULL;
+	struct sockaddr_storage ss;
+	socklen_t len = 0;
+
+	for (u = d->ups; u; u = u->next)
+		dflt = u; /* the default was made first: it is last in the list */
+	memset(&ss, 0, sizeof(ss));
+	if (!d->hooks.resolver || !d->hooks.resolver(d->hooks.opaque, sandbox, &ss, &len))
+		return dflt;
+	for (u = d->ups; u; u = u->next) {
+		if (u->len == len && !memcmp(&u->addr, &ss, len)) {
+			u->last_ms = mono_ms();
+			return u;
+		}
+		if (u != dflt && !u->inflight && (!lru || u->last_ms < lru->last_ms))
+			lru = u;
+	}
+	if (d->nups >= DNS_RESOLVERS_MAX) {
+		if (!lru)
+			return NULL;
+		upstream_free(d, lru);
+	}
+	u = upstream_new(d, &ss, len);
+	if (u)
+		u->last_ms = mono_ms();
+	return u;
 }
 
 /* ---- queries from clients ---- */
@@ -426,6 +583,7 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 	struct dnsmsg_header h;
 	struct dnsmsg_question q;
 	struct dns_pending *p;
+	struct dns_upstream *uu;
 	uint8_t fwd[DNS_QUERY_MAX];
 	uint16_t id;
 	int r;
@@ -482,6 +640,13 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 		client_error(d, cl, msg, len, DNSMSG_REFUSED);
 		return true;
 	}
+	uu = upstream_for(d, sandbox);
+	if (!uu) {
+		d->st.servfail++;
+		audit(d, sandbox, &q, tcp, "servfail", "resolver_unavailable");
+		client_error(d, cl, msg, len, DNSMSG_SERVFAIL);
+		return true;
+	}
 
 	p = calloc(1, sizeof(*p));
 	if (!p || !(p->query = malloc(len))) {
@@ -492,6 +657,8 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 		return true;
 	}
 	p->d = d;
+	p->uu = uu;
+	uu->inflight++;
 	p->id = id;
 	p->cl = *cl;
 	p->sandbox = sandbox;
@@ -516,7 +683,7 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 	} else {
 		memcpy(fwd, msg, len);
 		dnsmsg_put16(fwd, id);
-		r = send(d->udp_io.fd, fwd, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len ?
+		r = send(uu->io.fd, fwd, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len ?
 			    0 : -errno;
 	}
 	if (r < 0) {
@@ -550,7 +717,8 @@ static void udp_listener_cb(struct loop_io *io, uint32_t events)
 
 static void udp_upstream_cb(struct loop_io *io, uint32_t events)
 {
-	struct dns *d = container_of(io, struct dns, udp_io);
+	struct dns_upstream *u = container_of(io, struct dns_upstream, io);
+	struct dns *d = u->d;
 
 	for (unsigned i = 0; i < DNS_UDP_BATCH; i++) {
 		struct dnsmsg_header h;
@@ -569,9 +737,11 @@ static void udp_upstream_cb(struct loop_io *io, uint32_t events)
 			continue;
 		}
 		p = d->by_id[h.id];
-		/* Spoofing: the ID and the whole question must match, and a
-		 * TCP query's answer never comes by UDP. */
-		if (!p || p->up_fd >= 0 || p->cl.tc || !dnsmsg_same_question(&q, &p->q)) {
+		/* Spoofing: the ID and the whole question must match, on the
+		 * socket of the resolver it was sent to, and a TCP query's answer
+		 * never comes by UDP. */
+		if (!p || p->uu != u || p->up_fd >= 0 || p->cl.tc ||
+		    !dnsmsg_same_question(&q, &p->q)) {
 			d->st.ignored++;
 			continue;
 		}
@@ -968,20 +1138,8 @@ int dns_new(struct loop *l, const struct dns_cfg *cfg, const struct dns_hooks *h
 		goto out_free;
 	}
 
-	fd = socket(cfg->resolver.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		r = -errno;
-		goto out_free_ids;
-	}
-	/* Connected: the kernel drops datagrams from any other source. */
-	if (connect(fd, (const struct sockaddr *)&cfg->resolver, cfg->resolver_len) < 0) {
-		r = -errno;
-		close(fd);
-		goto out_free_ids;
-	}
-	r = loop_io_add(l, &d->udp_io, fd, EPOLLIN, udp_upstream_cb);
-	if (r < 0) {
-		close(fd);
+	if (!upstream_new(d, &cfg->resolver, cfg->resolver_len)) {
+		r = errno ? -errno : -ENOMEM;
 		goto out_free_ids;
 	}
 
@@ -999,8 +1157,7 @@ int dns_new(struct loop *l, const struct dns_cfg *cfg, const struct dns_hooks *h
 	return 0;
 
 out_del_udp:
-	loop_io_del(l, &d->udp_io);
-	close(d->udp_io.fd);
+	upstream_free(d, d->ups);
 out_free_ids:
 	free(d->by_id);
 out_free:
@@ -1024,8 +1181,8 @@ void dns_free(struct dns *d)
 		loop_io_del(d->loop, &l->io);
 		free(l);
 	}
-	loop_io_del(d->loop, &d->udp_io);
-	close(d->udp_io.fd);
+	while (d->ups)
+		upstream_free(d, d->ups);
 	loop_io_del(d->loop, &d->timer_io);
 	close(d->timer_io.fd);
 	free(d->by_id);

@@ -16,7 +16,10 @@
  * (registered with EPOLLEXCLUSIVE; a datagram is answered from the fd it
  * came in on by whichever worker read it), or to one worker only.
  *
- * UDP: one connected upstream UDP socket per instance; each forwarded query
+ * UDP: one connected upstream UDP socket per resolver (cfg.resolver, and
+ * each sandbox's own from hooks.resolver, at most DNS_RESOLVERS_MAX, the
+ * least recently used idle one closed to make room; when none is idle the
+ * query gets SERVFAIL: it never goes to another resolver); each forwarded query
  * gets a fresh random 16-bit ID (restored on the answer); an answer must
  * match an in-flight query's ID and question (QNAME case-insensitively,
  * QTYPE, QCLASS) and arrive on the socket connected to the resolver, else it
@@ -47,6 +50,7 @@
 #define DNS_QUERY_MAX 4096
 #define DNS_TCP_PIPELINE 8
 #define DNS_SANDBOX_ID_MAX 127
+#define DNS_RESOLVERS_MAX 32    /* upstream UDP sockets (resolvers) per instance */
 
 struct dns_cfg {
 	/* Resolver address (UDP and TCP, port included). */
@@ -75,6 +79,11 @@ struct dns_hooks {
 	/* Allowlist decision for (sandbox, qname): true = forward.
 	 * NULL = forward everything. */
 	bool (*allowed)(void *opaque, const char *sandbox, const char *qname);
+	/* The sandbox's own resolver (its policy's dns.resolver): true with
+	 * *ret (zeroed by the caller; port set) and *ret_len, or false for
+	 * cfg.resolver. NULL = cfg.resolver for everyone. */
+	bool (*resolver)(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
+			 socklen_t *ret_len);
 	/* One call per query, when its outcome is known. May be NULL. */
 	void (*audit)(void *opaque, const struct dns_query_info *q);
 	void *opaque;
@@ -90,6 +99,13 @@ struct dns_stats {
 };
 
 struct dns;
+
+/*
+ * Parse a resolver address: "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT"
+ * (also a bare IPv6 address); port 53 when none is given. 0 and *ret
+ * (zeroed first) / *ret_len, or -EINVAL.
+ */
+int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *ret_len);
 
 /* Fill cfg's limits with the defaults (resolver left alone). */
 void dns_cfg_defaults(struct dns_cfg *cfg);

@@ -221,6 +221,8 @@ struct sess {
 static void sess_pump(struct sess *s);
 static void unmap_v4(char *name, size_t len);
 static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qname);
+static bool dns_resolver_hook(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
+			      socklen_t *ret_len);
 static const struct udprelay_hooks udp_hooks;
 static void dns_audit_hook(void *opaque, const struct dns_query_info *q);
 
@@ -2320,6 +2322,7 @@ int proxy_start(struct proxy *p, unsigned nworkers)
 			return -ENOMEM;
 		if (p->cfg.dns_enabled) {
 			struct dns_hooks hooks = { .allowed = dns_allowed_hook,
+						   .resolver = dns_resolver_hook,
 						   .audit = dns_audit_hook, .opaque = w };
 
 			r = dns_new(w->loop, &p->cfg.dns, &hooks, &w->dns);
@@ -2448,6 +2451,26 @@ static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qnam
 	/* a listener shared by host-netns sandboxes ("@host") cannot tell who
 	 * asked: forward (documented); an unknown sandbox id: refuse */
 	return found ? ok : strcmp(sandbox, "@host") == 0;
+}
+
+/* The sandbox's policy names its own resolver (dns.resolver): use it. A
+ * listener shared by host-netns sandboxes ("@host") cannot tell who asked:
+ * the default resolver. */
+static bool dns_resolver_hook(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
+			      socklen_t *ret_len)
+{
+	struct worker *w = opaque;
+	struct proxy *p = w->p;
+	char spec[80] = ""; /* "[v6]:port" at most 54 bytes */
+	struct sbx *x;
+
+	pthread_rwlock_rdlock(&p->sb_lock);
+	x = sbx_by_id_locked(p, sandbox, NULL);
+	if (x && pol_dns_resolver(rw_gen_pol(x->gen)))
+		snprintf(spec, sizeof(spec), "%s", pol_dns_resolver(rw_gen_pol(x->gen)));
+	pthread_rwlock_unlock(&p->sb_lock);
+	/* the policy compiler checked the address: a parse failure cannot happen */
+	return spec[0] && dns_parse_addr(spec, ret, ret_len) == 0;
 }
 
 static void dns_audit_hook(void *opaque, const struct dns_query_info *q)

@@ -557,9 +557,6 @@ static int load_gen(struct daemon *d, const char *path, struct rw_gen **ret_gen,
 				snprintf(err, errlen, "%s: %s", path, strerror(-r));
 			return r;
 		}
-		if (pol_dns_resolver(pol))
-			log_warn("%s: dns.resolver is not applied per sandbox yet; DNS goes to "
-				 "--dns-resolver", path);
 		for (unsigned i = 0; i < pol_nwarnings(pol); i++) {
 			const struct pol_error *w = pol_warning(pol, i);
 
@@ -1255,11 +1252,7 @@ static int restore_one(const struct sb_record *r, void *opaque)
  * /etc/resolv.conf. */
 static int dns_resolver_cfg(const char *spec, struct dns_cfg *c, char *err, size_t errlen)
 {
-	char buf[256] = "", host[INET6_ADDRSTRLEN + 1];
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&c->resolver;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&c->resolver;
-	unsigned long port = 53;
-	char *colon, *end;
+	char buf[256] = "";
 
 	dns_cfg_defaults(c);
 	if (spec) {
@@ -1278,40 +1271,12 @@ static int dns_resolver_cfg(const char *spec, struct dns_cfg *c, char *err, size
 			return -ENOENT;
 		}
 	}
-	if (buf[0] == '[') {
-		end = strchr(buf, ']');
-		if (!end)
-			goto bad;
-		*end = 0;
-		snprintf(host, sizeof(host), "%s", buf + 1);
-		if (end[1] == ':')
-			port = strtoul(end + 2, NULL, 10);
-	} else if ((colon = strchr(buf, ':')) && colon == strrchr(buf, ':')) {
-		*colon = 0;
-		snprintf(host, sizeof(host), "%s", buf);
-		port = strtoul(colon + 1, NULL, 10);
-	} else {
-		snprintf(host, sizeof(host), "%s", buf);
+	if (dns_parse_addr(buf, &c->resolver, &c->resolver_len) < 0) {
+		snprintf(err, errlen, "bad resolver address '%s' (want IP[:PORT] or [IPv6]:PORT)",
+			 buf);
+		return -EINVAL;
 	}
-	if (port == 0 || port > 65535)
-		goto bad;
-	memset(&c->resolver, 0, sizeof(c->resolver));
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)port);
-		c->resolver_len = sizeof(*s4);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		c->resolver_len = sizeof(*s6);
-		return 0;
-	}
-bad:
-	snprintf(err, errlen, "bad resolver address '%s' (want IP[:PORT] or [IPv6]:PORT)",
-		 spec ? spec : buf);
-	return -EINVAL;
+	return 0;
 }
 
 static int mkdir_p(const char *path, mode_t mode)

@@ -276,3 +276,49 @@ test_policy_check_hostile() {
 		assert_eq "$rc" 0 "policy check $(basename "$f")"
 	done
 }
+
+# dns.resolver in a policy: that sandbox's DNS (UDP and TCP, whatever
+# resolver it asked) is forwarded to the policy's resolver, from sluiced's
+# address; other sandboxes keep sluiced's --dns-resolver. The "foreign"
+# test resolver answers every A query with $SLT_FOREIGN_ANSWER4, the default
+# one with the real zone, so the answer shows which one was asked; their
+# logs show who asked them.
+test_policy_dns_resolver() {
+	local proto r srv
+	cat >"$W/pol.yaml" <<EOP
+version: 1
+dns:
+  resolver: "$SLT_FOREIGN4:53"
+EOP
+	cat >"$W/pol6.yaml" <<EOP
+version: 1
+dns:
+  resolver: "[$SLT_FOREIGN6]:53"
+EOP
+	esc_snap
+	for srv in "$SLT_DNS4" 10.53.0.1; do
+		for proto in "" --tcp; do
+			r=$(sbx_run --policy "$W/pol.yaml" -- "${PROBE[@]}" dns "$srv" upstream.test \
+				$proto 2>&1)
+			note "policy resolver $SLT_FOREIGN4, asked $srv ${proto:-udp} -> $r"
+			assert_eq "$r" "rcode 0 from $srv answers $SLT_FOREIGN_ANSWER4" \
+				"answered by the policy's resolver (asked $srv ${proto:-udp})"
+		done
+	done
+	r=$(sbx_run --policy "$W/pol6.yaml" -- "${PROBE[@]}" dns "$SLT_DNS4" upstream.test 2>&1)
+	assert_eq "$r" "rcode 0 from $SLT_DNS4 answers $SLT_FOREIGN_ANSWER4" \
+		"answered by the policy's IPv6 resolver"
+	# A sandbox without dns.resolver: sluiced's --dns-resolver, as before.
+	r=$(sbx_run -- "${PROBE[@]}" dns "$SLT_FOREIGN4" upstream.test 2>&1)
+	assert_eq "$r" "rcode 0 from $SLT_FOREIGN4 answers $SLT_UP4" "the default resolver"
+	# Who was asked, by whom.
+	[ "$(esc_new foreign | jq -r 'select(.qname == "upstream.test") | .proto' | sort | uniq -c |
+		tr -s ' \n' ' ')" = " 2 tcp 3 udp " ] ||
+		fail "the policy's resolver did not get exactly the 5 queries: $(esc_new foreign)"
+	[ -z "$(esc_new foreign | jq -r --arg a "$SLT_GW4" --arg b "$SLT_GW6" \
+		'select(.client != $a and .client != $b) | .client')" ] ||
+		fail "the policy's resolver was asked by something other than sluiced"
+	[ "$(esc_new dns | jq -r 'select(.qname == "upstream.test")' | jq -s length)" = 1 ] ||
+		fail "the default resolver got other than the one default query: $(esc_new dns)"
+	assert_untouched md up "per-sandbox resolver"
+}
