@@ -2929,26 +2929,31 @@ int proxy_metrics_text(struct proxy *p, char *out, size_t len)
 	return n < len ? (int)n : -ENOBUFS;
 }
 
-int proxy_status_json(struct proxy *p, char *out, size_t len)
+void proxy_get_status(struct proxy *p, struct proxy_status *ret)
 {
-	unsigned nsb = 0;
-	unsigned long dials, reuses;
+	struct proxy_status st = { .workers = p->nworkers };
 
-	up_stats(&dials, &reuses);
+	up_stats(&st.upstream_dials, &st.upstream_pool_reuses);
 	pthread_rwlock_rdlock(&p->sb_lock);
 	for (unsigned i = 0; i < p->sb_high; i++)
-		nsb += p->sandboxes[i] != NULL;
+		st.sandboxes += p->sandboxes[i] != NULL;
 	pthread_rwlock_unlock(&p->sb_lock);
-	return snprintf(out, len,
-			"\"sandboxes\":%u,\"open_connections\":%u,\"total_connections\":%lu,"
-			"\"total_requests\":%lu,\"refused_connections\":%lu,"
-			"\"upstream_errors\":%lu,\"tls_handshakes\":%lu,\"upstream_dials\":%lu,"
-			"\"upstream_pool_reuses\":%lu,\"denied_requests\":%lu,"
-			"\"secrets_swapped\":%lu,\"redactions\":%lu,\"audit_dropped\":%lu,"
-			"\"workers\":%u",
-			nsb, atomic_load(&p->open_conns), atomic_load(&p->total_conns),
-			atomic_load(&p->total_requests), atomic_load(&p->refused_conns),
-			atomic_load(&p->upstream_errors), atomic_load(&p->tls_handshakes), dials,
-			reuses, atomic_load(&p->denied_requests), atomic_load(&p->secrets_swapped),
-			atomic_load(&p->redactions), atomic_load(&p->audit_dropped), p->nworkers);
+	st.open_connections = atomic_load(&p->open_conns);
+	st.total_connections = atomic_load(&p->total_conns);
+	st.total_requests = atomic_load(&p->total_requests);
+	st.refused_connections = atomic_load(&p->refused_conns);
+	st.upstream_errors = atomic_load(&p->upstream_errors);
+	st.tls_handshakes = atomic_load(&p->tls_handshakes);
+	st.denied_requests = atomic_load(&p->denied_requests);
+	st.secrets_swapped = atomic_load(&p->secrets_swapped);
+	st.redactions = atomic_load(&p->redactions);
+	st.audit_dropped = atomic_load(&p->audit_dropped);
+	if (p->nworkers && p->workers[0].udp) {
+		struct udprelay_stats us;
+
+		udprelay_get_stats(p->workers[0].udp, &us);
+		st.udp_flows_open = us.flows_open;
+		st.udp_flows_total = us.flows_opened;
+	}
+	*ret = st;
 }

@@ -79,7 +79,14 @@ unsigned proxy_sandbox_conns(struct proxy *p, const char *id);
 /* Prometheus text for the proxy's counters; bytes written or -ENOBUFS. */
 int proxy_metrics_text(struct proxy *p, char *out, size_t len);
 
-/* One line of JSON with counters. */
-int proxy_status_json(struct proxy *p, char *out, size_t len);
+/* Counters for the management API's status (a momentary snapshot). */
+struct proxy_status {
+	unsigned sandboxes, open_connections, workers;
+	unsigned long total_connections, total_requests, refused_connections;
+	unsigned long upstream_errors, tls_handshakes, upstream_dials, upstream_pool_reuses;
+	unsigned long denied_requests, secrets_swapped, redactions, audit_dropped;
+	unsigned long udp_flows_open, udp_flows_total;
+};
+void proxy_get_status(struct proxy *p, struct proxy_status *ret);
 
 #endif

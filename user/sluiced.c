@@ -1010,14 +1010,26 @@ static json_t *sandboxes_json(struct daemon *d)
 static void op_status(void *opaque, struct mgmt_call *c)
 {
 	struct daemon *d = opaque;
-	char stats[2048] = "{";
 	json_t *st, *arr = sandboxes_json(d), *pj;
 	unsigned long hits = 0, misses = 0;
+	struct proxy_status ps;
 
 	tls_cache_stats(d->tls, &hits, &misses);
-	proxy_status_json(d->proxy, stats + 1, sizeof(stats) - 3);
-	strcat(stats, "}");
-	pj = json_loads(stats, 0, NULL);
+	proxy_get_status(d->proxy, &ps);
+	pj = json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i,"
+		       " s:I, s:I}",
+		       "sandboxes", (int)ps.sandboxes, "open_connections", (int)ps.open_connections,
+		       "total_connections", (json_int_t)ps.total_connections, "total_requests",
+		       (json_int_t)ps.total_requests, "refused_connections",
+		       (json_int_t)ps.refused_connections, "upstream_errors",
+		       (json_int_t)ps.upstream_errors, "tls_handshakes", (json_int_t)ps.tls_handshakes,
+		       "upstream_dials", (json_int_t)ps.upstream_dials, "upstream_pool_reuses",
+		       (json_int_t)ps.upstream_pool_reuses, "denied_requests",
+		       (json_int_t)ps.denied_requests, "secrets_swapped",
+		       (json_int_t)ps.secrets_swapped, "redactions", (json_int_t)ps.redactions,
+		       "audit_dropped", (json_int_t)ps.audit_dropped, "workers", (int)ps.workers,
+		       "udp_flows_open", (json_int_t)ps.udp_flows_open, "udp_flows_total",
+		       (json_int_t)ps.udp_flows_total);
 	st = json_pack("{s:s, s:i, s:I, s:s, s:i, s:i, s:i, s:s, s:I, s:I, s:o, s:o*}", "version",
 		       SLUICE_VERSION, "pid", (json_int_t)getpid(), "uptime_s",
 		       (json_int_t)(time(NULL) - d->started), "mode", d->cp_url ? "managed" : "local",
