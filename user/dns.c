@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,7 +50,8 @@ struct dns_tcp {
 	size_t inlen;
 	unsigned head, count;   /* ring of outstanding queries, in arrival order */
 	struct dns_slot slots[DNS_TCP_PIPELINE];
-	char sandbox[DNS_SANDBOX_ID_MAX + 1];
+	char sandbox[DNS_SANDBOX_ID_MAX + 1];   /* the listener's owner */
+	char who[DNS_SANDBOX_ID_MAX + 1];       /* the sandbox that connected */
 	uint8_t in[2 + DNS_QUERY_MAX];
 };
 
@@ -82,7 +84,8 @@ struct dns_pending {
 	uint64_t deadline;
 	uint16_t id;
 	struct dns_client cl;
-	const char *sandbox;    /* the listener's or connection's copy */
+	const char *sandbox;    /* = who */
+	char who[DNS_SANDBOX_ID_MAX + 1];
 	struct dnsmsg_question q;
 	uint8_t *query;         /* the client's query, original ID */
 	size_t qlen;
@@ -619,6 +622,13 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 		client_error(d, cl, msg, len, DNSMSG_FORMERR);
 		return true;
 	}
+	if (!sandbox[0]) {
+		/* a shared listener's datagram from no sandbox socket */
+		d->st.refused++;
+		audit(d, sandbox, &q, tcp, "refused", "unknown_sender");
+		client_error(d, cl, msg, len, DNSMSG_REFUSED);
+		return true;
+	}
 	/* An escaped octet ("\." inside a label, controls, spaces) is in no
 	 * host name; refusing it keeps a suffix match from taking the labels
 	 * "x.allowed" + "test" for a subdomain of allowed.test. */
@@ -661,7 +671,8 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 	uu->inflight++;
 	p->id = id;
 	p->cl = *cl;
-	p->sandbox = sandbox;
+	snprintf(p->who, sizeof(p->who), "%s", sandbox);
+	p->sandbox = p->who;
 	p->q = q;
 	p->up_fd = -1;
 	memcpy(p->query, msg, len);
@@ -696,6 +707,13 @@ static bool handle_query(struct dns *d, const uint8_t *msg, size_t len, const ch
 
 /* ---- UDP ---- */
 
+/* A listener several sandboxes share (owner "@host"): each query's sandbox
+ * comes from the identify hook. */
+static bool listener_shared(const struct dns_listener *l)
+{
+	return l->sandbox[0] == '@' && l->d->hooks.identify;
+}
+
 static void udp_listener_cb(struct loop_io *io, uint32_t events)
 {
 	struct dns_listener *ul = container_of(io, struct dns_listener, io);
@@ -710,7 +728,16 @@ static void udp_listener_cb(struct loop_io *io, uint32_t events)
 			break;          /* EAGAIN: another worker took it, or empty */
 		if ((size_t)n > sizeof(d->rbuf))
 			n = sizeof(d->rbuf);   /* > DNS_QUERY_MAX anyway: FORMERR */
-		handle_query(d, d->rbuf, (size_t)n, ul->sandbox, &cl);
+		if (!listener_shared(ul)) {
+			handle_query(d, d->rbuf, (size_t)n, ul->sandbox, &cl);
+		} else {
+			char who[DNS_SANDBOX_ID_MAX + 1] = "";
+
+			if (!d->hooks.identify(d->hooks.opaque, io->fd, (struct sockaddr *)&cl.peer,
+					       cl.peerlen, who, sizeof(who)))
+				who[0] = '\0';
+			handle_query(d, d->rbuf, (size_t)n, who, &cl);
+		}
 	}
 	timer_rearm(d);
 }
@@ -884,7 +911,7 @@ static void tcp_parse(struct dns_tcp *tc)
 			break;
 		cl.slot = (tc->head + tc->count) % DNS_TCP_PIPELINE;
 		tc->count++;
-		if (!handle_query(d, tc->in + off + 2, flen, tc->sandbox, &cl)) {
+		if (!handle_query(d, tc->in + off + 2, flen, tc->who, &cl)) {
 			tcp_close(tc);
 			break;
 		}
@@ -967,6 +994,10 @@ int dns_add_tcp_conn(struct dns *d, int fd, const char *sandbox)
 	}
 	tc->d = d;
 	strcpy(tc->sandbox, sandbox);
+	strcpy(tc->who, sandbox);
+	if (sandbox[0] == '@' && d->hooks.identify &&
+	    !d->hooks.identify(d->hooks.opaque, fd, NULL, 0, tc->who, sizeof(tc->who)))
+		tc->who[0] = '\0'; /* its queries are refused */
 	r = loop_io_add(d->loop, &tc->io, fd, EPOLLIN, tcp_cb);
 	if (r < 0)
 		goto out_free;

@@ -86,6 +86,13 @@ struct dns_hooks {
 			 socklen_t *ret_len);
 	/* One call per query, when its outcome is known. May be NULL. */
 	void (*audit)(void *opaque, const struct dns_query_info *q);
+	/* Listeners several sandboxes share (owner id starting with '@'): which
+	 * sandbox sent this. UDP: fd is the listener, peer the datagram's
+	 * source; TCP: fd is the accepted connection, peer NULL. true with the
+	 * sandbox id in ret; false: unknown, its queries get REFUSED (audit
+	 * reason "unknown_sender"). NULL: queries carry the owner id. */
+	bool (*identify)(void *opaque, int fd, const struct sockaddr *peer, socklen_t peerlen,
+			 char *ret, size_t len);
 	void *opaque;
 };
 

@@ -223,6 +223,8 @@ static void unmap_v4(char *name, size_t len);
 static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qname);
 static bool dns_resolver_hook(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
 			      socklen_t *ret_len);
+static bool dns_identify_hook(void *opaque, int fd, const struct sockaddr *peer,
+			      socklen_t peerlen, char *ret, size_t len);
 static const struct udprelay_hooks udp_hooks;
 static void dns_audit_hook(void *opaque, const struct dns_query_info *q);
 
@@ -2323,6 +2325,7 @@ int proxy_start(struct proxy *p, unsigned nworkers)
 		if (p->cfg.dns_enabled) {
 			struct dns_hooks hooks = { .allowed = dns_allowed_hook,
 						   .resolver = dns_resolver_hook,
+						   .identify = dns_identify_hook,
 						   .audit = dns_audit_hook, .opaque = w };
 
 			r = dns_new(w->loop, &p->cfg.dns, &hooks, &w->dns);
@@ -2448,14 +2451,11 @@ static bool dns_allowed_hook(void *opaque, const char *sandbox, const char *qnam
 		ok = pol_dns_mode(pol) != POL_DNS_ALLOWLIST || pol_host_in_policy(pol, qname);
 	}
 	pthread_rwlock_unlock(&p->sb_lock);
-	/* a listener shared by host-netns sandboxes ("@host") cannot tell who
-	 * asked: forward (documented); an unknown sandbox id: refuse */
-	return found ? ok : strcmp(sandbox, "@host") == 0;
+	/* an unknown sandbox id (detached meanwhile): refuse */
+	return found && ok;
 }
 
-/* The sandbox's policy names its own resolver (dns.resolver): use it. A
- * listener shared by host-netns sandboxes ("@host") cannot tell who asked:
- * the default resolver. */
+/* The sandbox's policy names its own resolver (dns.resolver): use it. */
 static bool dns_resolver_hook(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
 			      socklen_t *ret_len)
 {
@@ -2471,6 +2471,41 @@ static bool dns_resolver_hook(void *opaque, const char *sandbox, struct sockaddr
 	pthread_rwlock_unlock(&p->sb_lock);
 	/* the policy compiler checked the address: a parse failure cannot happen */
 	return spec[0] && dns_parse_addr(spec, ret, ret_len) == 0;
+}
+
+/*
+ * The host netns's DNS listener is shared by every host-netns sandbox: the
+ * kernel's record of the sending socket (the egress program's entry for a
+ * datagram, the sockops entry for a TCP connection) names its cgroup.
+ */
+static bool dns_identify_hook(void *opaque, int fd, const struct sockaddr *peer,
+			      socklen_t peerlen, char *ret, size_t len)
+{
+	struct worker *w = opaque;
+	struct sluice_orig o;
+	struct rw_gen *gen = NULL;
+	struct sbx *x;
+	uint64_t cookie;
+	socklen_t cl = sizeof(cookie);
+	int r;
+
+	(void)peerlen;
+	if (peer) {
+		if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &cl) < 0)
+			return false;
+		r = bpfl_udp_flow_lookup(w->p->bpfl, cookie, peer, &o);
+	} else {
+		r = bpfl_conn_take(w->p->bpfl, fd, &o);
+	}
+	if (r < 0)
+		return false;
+	x = sandbox_lookup(w->p, o.cgroup_id, &gen);
+	if (!x)
+		return false;
+	snprintf(ret, len, "%s", x->id);
+	sbx_unref(x);
+	rw_gen_unref(gen);
+	return true;
 }
 
 static void dns_audit_hook(void *opaque, const struct dns_query_info *q)

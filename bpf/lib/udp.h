@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cgroup_skb/egress: publish UDP relay flows. A pinned socket's datagram to
- * the relay carries the socket's source port, which connect4/6 never saw
+ * cgroup_skb/egress: publish UDP relay flows, and who sends to the DNS
+ * listener. A pinned socket's datagram to the relay (or a steered socket's
+ * query to the DNS listener: the host netns's listener is shared by every
+ * host-netns sandbox, and sluiced must know whose query it answers) carries
+ * the socket's source port, which connect4/6 never saw
  * (a UDP socket is bound after its connect hook runs, and a connected
  * socket's datagrams pass no sendmsg hook). Writing {netns cookie, source
  * address, source port} -> pinned destination here, before the datagram is
@@ -23,7 +26,7 @@ static __always_inline int sl_udp_publish(struct __sk_buff *skb)
 	__u16 ports[2]; /* UDP source, destination (network order) */
 	__u32 off;
 
-	if (!cfg || !cfg->udp_port)
+	if (!cfg || (!cfg->udp_port && !cfg->dns_port))
 		return 0;
 	__builtin_memset(&key, 0, sizeof(key));
 	if (skb->protocol == SL_ETH_P_IP) {
@@ -54,7 +57,10 @@ static __always_inline int sl_udp_publish(struct __sk_buff *skb)
 	} else {
 		return 0;
 	}
-	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) || ports[1] != cfg->udp_port)
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+		return 0;
+	if (!(cfg->udp_port && ports[1] == cfg->udp_port) &&
+	    !(cfg->dns_port && ports[1] == cfg->dns_port))
 		return 0;
 	sk = skb->sk;
 	if (!sk)
@@ -63,7 +69,7 @@ static __always_inline int sl_udp_publish(struct __sk_buff *skb)
 	if (!sk)
 		return 0;
 	st = bpf_sk_storage_get(&sluice_orig_map, sk, 0, 0);
-	if (!st || !(st->flags & SLUICE_ORIG_F_UDP_RELAY))
+	if (!st || !!(st->flags & SLUICE_ORIG_F_UDP_RELAY) != (ports[1] == cfg->udp_port))
 		return 0;
 	key.port = ports[0];
 	key.netns_cookie = bpf_get_netns_cookie(skb);

@@ -29,7 +29,7 @@ EPERM, ENETUNREACH, ...), never an exception. Every socket has a timeout.
                                      stream dgram raw; icmp icmpv6 tcp udp sctp udplite mptcp
                                      or a number)
   bind ADDR PORT tcp|udp             bind(); "bound" or the errno
-  dns SERVER NAME [--tcp] [--type A|AAAA]
+  dns SERVER NAME [--tcp] [--type A|AAAA] [--port N (53)]
                                      one query; prints "rcode N from ADDR answers a,b"
   scm-send UNIX                      outside helper: listen on the unix socket UNIX, make one
                                      TCP socket (in this process's netns and cgroup), pass it
@@ -328,17 +328,18 @@ def cmd_dns(server, name, *flags):
     qtype = 28 if "AAAA" in flags else 1
     q = dns_query(name, qtype)
     tcp = "--tcp" in flags
+    port = int(flags[flags.index("--port") + 1]) if "--port" in flags else 53
     s = socket.socket(family(server), socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
     s.settimeout(TIMEOUT)
     try:
         if tcp:
-            s.connect((server, 53))
+            s.connect((server, port))
             s.sendall(struct.pack(">H", len(q)) + q)
             f = s.makefile("rb")
             n = struct.unpack(">H", f.read(2))[0]
             r, src = f.read(n), s.getpeername()[0]
         else:
-            s.sendto(q, (server, 53))
+            s.sendto(q, (server, port))
             r, peer = s.recvfrom(65535)
             src = peer[0]
     except (OSError, struct.error) as e:

@@ -133,6 +133,7 @@ EOP
 # either: the socket has no pinned destination, so the relay drops it (or
 # BPF refuses it): no answer, no flow.
 ESC_UDP_RELAY_PORT=15054 # sluiced --udp-port default; run.sh does not change it
+ESC_DNS_LISTENER_PORT=15053 # sluiced --dns-port default
 test_escape_udp_allowed_range_deny_wins() {
 	local P=$W/p.yaml a port mode netns r spid
 	cat >"$P" <<EOF2
@@ -195,4 +196,58 @@ EOF2
 		fail "a UDP flow was opened: $(esc_new audit | jq -c 'select(.kind == "udp")')"
 	note "relay refusals: $(esc_new audit | jq -r 'select(.kind == "udp") | .reason' | sort |
 		uniq -c | tr -s ' \n' ' ')"
+}
+
+# Host-netns sandboxes share one DNS listener: sluiced tells them apart by
+# the kernel's record of the sending socket (UDP: the egress program; TCP:
+# the redirected connect), so dns: allowlist and dns.resolver hold for them
+# too. A process of no sandbox querying that listener directly gets REFUSED.
+test_escape_dns_host_netns() {
+	local r proto
+	cat >"$W/allow.yaml" <<EOP
+version: 1
+allow:
+  - name: only-upstream
+    host: upstream.test
+dns:
+  mode: allowlist
+EOP
+	cat >"$W/res.yaml" <<EOP
+version: 1
+dns:
+  resolver: "$SLT_FOREIGN4"
+EOP
+	esc_snap
+	for proto in "" --tcp; do
+		r=$(sbx_run --netns host --policy "$W/allow.yaml" -- "${PROBE[@]}" dns "$SLT_FOREIGN4" \
+			api.example.test $proto 2>&1)
+		note "host netns, allowlist, denied name ${proto:-udp} -> $r"
+		assert_eq "$r" "rcode 3 from $SLT_FOREIGN4 answers -" "host netns: denied name ${proto:-udp}"
+		r=$(sbx_run --netns host --policy "$W/allow.yaml" -- "${PROBE[@]}" dns "$SLT_FOREIGN4" \
+			upstream.test $proto 2>&1)
+		assert_eq "$r" "rcode 0 from $SLT_FOREIGN4 answers $SLT_UP4" \
+			"host netns: allowed name ${proto:-udp}"
+		r=$(sbx_run --netns host --policy "$W/res.yaml" -- "${PROBE[@]}" dns "$SLT_DNS4" \
+			upstream.test $proto 2>&1)
+		note "host netns, dns.resolver ${proto:-udp} -> $r"
+		assert_eq "$r" "rcode 0 from $SLT_DNS4 answers $SLT_FOREIGN_ANSWER4" \
+			"host netns: the policy's resolver ${proto:-udp}"
+		# No sandbox: the gateway netns itself, straight at the listener.
+		r=$(timeout -k 2 20 nsenter --net="$SLT_GW_NSPATH" "${PROBE[@]}" dns 127.0.0.1 \
+			upstream.test --port "$ESC_DNS_LISTENER_PORT" $proto 2>&1)
+		note "no sandbox, straight to the host DNS listener ${proto:-udp} -> $r"
+		assert_eq "$r" "rcode 5 from 127.0.0.1 answers -" "no sandbox ${proto:-udp}: REFUSED"
+	done
+	sleep 0.5 # the audit writer is asynchronous
+	esc_new audit | jq -c 'select(.kind == "dns")' >"$W/dns.audit"
+	jq -s -e 'any(.[]; .host == "api.example.test" and .decision == "deny" and
+		(.sandbox | startswith("@") | not) and .sandbox != "")' "$W/dns.audit" >/dev/null ||
+		fail "no dns audit line denying api.example.test for the sandbox: $(cat "$W/dns.audit")"
+	jq -s -e 'any(.[]; .reason == "unknown_sender")' "$W/dns.audit" >/dev/null ||
+		fail "no dns audit line for the unknown sender"
+	[ -z "$(esc_new dns | jq -r 'select(.qname == "api.example.test") | .qname')" ] ||
+		fail "a denied name reached the test DNS server"
+	[ "$(esc_new foreign | jq -r 'select(.qname == "upstream.test")' | jq -s length)" = 2 ] ||
+		fail "the policy's resolver did not get exactly the 2 queries: $(esc_new foreign)"
+	assert_untouched md up "host-netns DNS"
 }
