@@ -53,6 +53,11 @@ static const char *const ca_env_vars[] = { "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"
 					   "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE" };
 
 static char run_dir[PATH_MAX] = DEFAULT_RUN_DIR;
+/* --url / $SLUICE_URL: sluiced's TCP management listener instead of the
+ * Unix socket; the bearer token comes from $SLUICE_MANAGEMENT_TOKEN (never
+ * from the command line, where other users could read it in ps). */
+static char api_url[256];
+static char api_auth[512];
 static char sock_path[PATH_MAX + 16];
 
 /* The command `run` waits for; read by the signal forwarder. */
@@ -106,6 +111,11 @@ static int api_connect_failed(void)
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	int fd, err = 0;
 
+	if (api_url[0]) {
+		fprintf(stderr, "sluicectl: sluiced is not running (nothing listens at %s)\n",
+			api_url);
+		return EXIT_NOT_RUNNING;
+	}
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
@@ -144,9 +154,14 @@ static int api_call(const char *method, const char *path, const char *body, long
 	h = curl_easy_init();
 	if (!h)
 		die_internal("curl_easy_init", ENOMEM);
-	/* The host part is ignored on a Unix socket. */
-	snprintf(url, sizeof(url), "http://sluiced%s", path);
-	curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+	if (api_url[0]) {
+		snprintf(url, sizeof(url), "%s%s", api_url, path);
+		hdrs = curl_slist_append(hdrs, api_auth);
+	} else {
+		/* The host part is ignored on a Unix socket. */
+		snprintf(url, sizeof(url), "http://sluiced%s", path);
+		curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
@@ -169,11 +184,12 @@ static int api_call(const char *method, const char *path, const char *body, long
 	if (cc == CURLE_COULDNT_CONNECT) {
 		ex = api_connect_failed();
 	} else if (cc == CURLE_OPERATION_TIMEDOUT) {
-		fprintf(stderr, "sluicectl: sluiced at %s did not answer within %ld s\n", sock_path,
-			timeout_s);
+		fprintf(stderr, "sluicectl: sluiced at %s did not answer within %ld s\n",
+			api_url[0] ? api_url : sock_path, timeout_s);
 		ex = EXIT_INTERNAL;
 	} else if (cc != CURLE_OK) {
-		fprintf(stderr, "sluicectl: cannot talk to sluiced at %s: %s\n", sock_path,
+		fprintf(stderr, "sluicectl: cannot talk to sluiced at %s: %s\n",
+			api_url[0] ? api_url : sock_path,
 			r->too_big ? "reply too large" : curl_easy_strerror(cc));
 		ex = EXIT_INTERNAL;
 	} else {
@@ -1317,10 +1333,13 @@ static const struct {
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: sluicectl [--run-dir DIR] COMMAND [ARGS...]\n"
+	fprintf(out, "usage: sluicectl [--run-dir DIR | --url http://ADDR:PORT] COMMAND [ARGS...]\n"
 		     "  --run-dir DIR  sluiced's run directory (default $SLUICE_RUN_DIR or "
 		     DEFAULT_RUN_DIR ");\n"
 		     "                 the management socket is DIR/sluiced.sock\n"
+		     "  --url URL      sluiced's TCP management listener instead (default\n"
+		     "                 $SLUICE_URL; SLUICE_MANAGEMENT_LISTEN on sluiced's side);\n"
+		     "                 the token is read from $SLUICE_MANAGEMENT_TOKEN\n"
 		     "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
@@ -1337,9 +1356,34 @@ static int set_run_dir(const char *dir)
 	return EXIT_OK;
 }
 
+/* Only plain http://HOST:PORT (the listener has no TLS and no path). */
+static int set_url(const char *url)
+{
+	const char *tok = getenv("SLUICE_MANAGEMENT_TOKEN");
+	size_t n = strlen(url);
+
+	while (n && url[n - 1] == '/')
+		n--;
+	if (strncmp(url, "http://", 7) || n <= 7 || n >= sizeof(api_url) ||
+	    memchr(url + 7, '/', n - 7) || strpbrk(url, " \t\r\n")) {
+		fprintf(stderr, "sluicectl: bad --url '%s' (want http://ADDR:PORT)\n", url);
+		return EXIT_USAGE;
+	}
+	if (!tok || !tok[0] || strlen(tok) > sizeof(api_auth) - 32 || strpbrk(tok, "\r\n")) {
+		fprintf(stderr, "sluicectl: --url needs the management token in "
+				"$SLUICE_MANAGEMENT_TOKEN\n");
+		return EXIT_USAGE;
+	}
+	memcpy(api_url, url, n);
+	api_url[n] = '\0';
+	snprintf(api_auth, sizeof(api_auth), "Authorization: Bearer %s", tok);
+	return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	const char *env = getenv("SLUICE_RUN_DIR");
+	const char *url = getenv("SLUICE_URL");
 	int i = 1;
 
 	if (env && env[0] && set_run_dir(env))
@@ -1356,6 +1400,12 @@ int main(int argc, char **argv)
 			if (set_run_dir(argv[i] + 10))
 				return EXIT_USAGE;
 			i++;
+		} else if (!strcmp(argv[i], "--url") && i + 1 < argc) {
+			url = argv[i + 1];
+			i += 2;
+		} else if (!strncmp(argv[i], "--url=", 6)) {
+			url = argv[i] + 6;
+			i++;
 		} else {
 			fprintf(stderr, "sluicectl: unknown option '%s'\n", argv[i]);
 			usage(stderr);
@@ -1367,6 +1417,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	snprintf(sock_path, sizeof(sock_path), "%s/sluiced.sock", run_dir);
+	if (url && url[0] && set_url(url))
+		return EXIT_USAGE;
 
 	for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
 		if (strcmp(argv[i], commands[c].name))

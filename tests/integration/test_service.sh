@@ -52,3 +52,36 @@ test_sighup_reopens_audit_log() {
 	grep -q "$m" "$SLT_TMP/audit.jsonl" && fail "the query string reached the audit log"
 	[ -s "$SLT_TMP/audit.jsonl.1" ] || fail "old records lost with the rotated file"
 }
+
+# sluicectl --url: the TCP management listener (SLUICE_MANAGEMENT_LISTEN +
+# SLUICE_MANAGEMENT_TOKEN on sluiced's side), token from the environment.
+# The right token gets the same status as the Unix socket; a wrong one is
+# refused (401, sluicectl says so and fails); no token in the environment is
+# a usage error before anything is sent; nothing listening: "not running".
+test_sluicectl_tcp_url() {
+	local tok=slt-token-$$-$RANDOM$RANDOM url=http://127.0.0.1:19180 r rc
+	trap 'sluiced_stop; sluiced_start >/dev/null 2>&1' EXIT
+	sluiced_stop
+	SLUICE_MANAGEMENT_LISTEN=127.0.0.1:19180 SLUICE_MANAGEMENT_TOKEN=$tok sluiced_start ||
+		fail "sluiced did not start with a TCP management listener"
+	r=$(SLUICE_MANAGEMENT_TOKEN=$tok ctl --url "$url" status --json 2>&1) ||
+		fail "status over TCP failed: $r"
+	assert_eq "$(jq -r '.pid' <<<"$r")" "$(sluiced_pid)" "status over TCP names sluiced's pid"
+	assert_eq "$(jq -r '.pid' <<<"$(ctl status --json)")" "$(sluiced_pid)" "status over the socket"
+	rc=0
+	r=$(SLUICE_MANAGEMENT_TOKEN=wrong-token-0123456789 ctl --url "$url" status 2>&1) || rc=$?
+	note "wrong token: exit $rc: $r"
+	[ "$rc" != 0 ] || fail "a wrong token was accepted"
+	grep -qi "unauthorized\|token" <<<"$r" || fail "the refusal does not say why: $r"
+	rc=0
+	r=$(env -u SLUICE_MANAGEMENT_TOKEN "$SLT_SLUICECTL" --url "$url" status 2>&1) || rc=$?
+	assert_eq "$rc" 2 "no token: usage error"
+	grep -q SLUICE_MANAGEMENT_TOKEN <<<"$r" || fail "the usage error does not name the variable: $r"
+	rc=0
+	r=$(SLUICE_MANAGEMENT_TOKEN=$tok ctl --url http://127.0.0.1:19181 status 2>&1) || rc=$?
+	note "nothing listening: exit $rc: $r"
+	grep -q "not running" <<<"$r" || fail "no 'not running' for a closed port: $r"
+	rc=0
+	r=$(SLUICE_MANAGEMENT_TOKEN=$tok ctl --url "https://127.0.0.1:19180/x" status 2>&1) || rc=$?
+	assert_eq "$rc" 2 "a URL with a scheme other than http or a path: usage error"
+}
