@@ -65,7 +65,8 @@ struct dns_client {
 };
 
 /* One upstream UDP socket, connected to one resolver: the default one
- * (cfg.resolver, first in the list, kept for the instance's life) and one
+ * (cfg.resolver, made first and so last in the list, kept for the
+ * instance's life) and one
  * per other resolver a sandbox's policy names, made on first use. */
 struct dns_upstream {
 	struct loop_io io;
@@ -102,7 +103,7 @@ struct dns {
 	struct dns_cfg cfg;
 	struct dns_hooks hooks;
 	bool freeing;
-	struct dns_upstream *ups;       /* the default resolver first */
+	struct dns_upstream *ups;       /* newest first; the default resolver last */
 	unsigned nups;
 	struct loop_io timer_io;
 	uint64_t armed_ms;
@@ -134,10 +135,13 @@ static uint64_t mono_ms(void)
 int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *ret_len)
 {
 	char host[INET6_ADDRSTRLEN + 1];
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ret;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ret;
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
 	const char *port_s = NULL, *colon, *end;
 	unsigned long port = 53;
+	bool bracket = spec && spec[0] == '[';
+	socklen_t len;
 	size_t hlen;
 
 	if (!spec || !ret || !ret_len)
@@ -169,20 +173,21 @@ int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *re
 		if (*e || port == 0 || port > 65535)
 			return -EINVAL;
 	}
-	memset(ret, 0, sizeof(*ret));
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+	memset(&ss, 0, sizeof(ss));
+	if (!bracket && inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
 		s4->sin_family = AF_INET;
 		s4->sin_port = htons((uint16_t)port);
-		*ret_len = sizeof(*s4);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		len = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = htons((uint16_t)port);
-		*ret_len = sizeof(*s6);
-		return 0;
+		len = sizeof(*s6);
+	} else {
+		return -EINVAL;
 	}
-	return -EINVAL;
+	*ret = ss;
+	*ret_len = len;
+	return 0;
 }
 
 void dns_cfg_defaults(struct dns_cfg *cfg)
@@ -532,8 +537,12 @@ static void upstream_free(struct dns *d, struct dns_upstream *u)
 	d->nups--;
 	loop_io_del(d->loop, &u->io);
 	close(u->io.fd);
-	if (d->freeing || loop_free_later(d->loop, u, free) < 0)
+	/* an event for it may still be queued in this batch: leak rather than
+	 * free under it when loop_free_later has no memory */
+	if (d->freeing)
 		free(u);
+	else
+		(void)loop_free_later(d->loop, u, free);
 }
 
 /*

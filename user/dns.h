@@ -4,8 +4,9 @@
  * sandbox's DNS (UDP and TCP to port 53, any address) to listeners sluiced
  * opened inside the sandbox's netns; this module reads the queries from those
  * fds, answers NXDOMAIN itself for names the allowlist hook refuses, forwards
- * the rest to one configured resolver (from sluiced's own netns) and relays
- * the answers. Every query ends in exactly one audit hook call.
+ * the rest (from sluiced's own netns) to the sandbox's resolver (the
+ * resolver hook: its policy's dns.resolver) or the configured default, and
+ * relays the answers. Every query ends in exactly one audit hook call.
  *
  * One struct dns per worker loop; every function below except dns_new /
  * dns_get_stats must run on that loop's thread (use loop_post). Hooks are
@@ -109,8 +110,9 @@ struct dns;
 
 /*
  * Parse a resolver address: "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT"
- * (also a bare IPv6 address); port 53 when none is given. 0 and *ret
- * (zeroed first) / *ret_len, or -EINVAL.
+ * (also a bare IPv6 address; brackets hold IPv6 only); port 53 when none is
+ * given. 0 with *ret (unused bytes zero) and *ret_len, or -EINVAL with
+ * neither touched.
  */
 int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *ret_len);
 

@@ -9,6 +9,7 @@
  * plain blocking sockets with receive timeouts. Loopback only.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -326,6 +327,10 @@ static void *loop_main(void *arg)
 	return NULL;
 }
 
+/* The resolver hook start() installs (hooks.resolver); NULL: none. */
+static bool (*start_resolver)(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
+			      socklen_t *ret_len);
+
 static void start(bool allowlist, unsigned timeout_ms, unsigned max_inflight, unsigned idle_ms)
 {
 	struct dns_cfg cfg = { 0 };
@@ -351,6 +356,7 @@ static void start(bool allowlist, unsigned timeout_ms, unsigned max_inflight, un
 		cfg.tcp_idle_ms = idle_ms;
 	if (allowlist)
 		hooks.allowed = allowed_hook;
+	hooks.resolver = start_resolver;
 	cr_assert_eq(loop_new(&L), 0);
 	cr_assert_eq(dns_new(L, &cfg, &hooks, &D), 0);
 
@@ -1032,4 +1038,696 @@ Test(dns, ipv6_listener)
 	close(fd);
 	stop();         /* unregisters v6_fd before it is closed */
 	close(v6_fd);
+}
+
+/* ---- dns_parse_addr ---- */
+
+Test(dns, parse_addr)
+{
+	static const struct {
+		const char *spec;
+		int family;
+		const char *ip;
+		unsigned port;
+	} ok[] = {
+		{ "198.18.0.53", AF_INET, "198.18.0.53", 53 },
+		{ "198.18.0.53:5353", AF_INET, "198.18.0.53", 5353 },
+		{ "1.2.3.4:65535", AF_INET, "1.2.3.4", 65535 },
+		{ "[2001:db8::1]:53", AF_INET6, "2001:db8::1", 53 },
+		{ "[2001:db8::1]:5353", AF_INET6, "2001:db8::1", 5353 },
+		{ "[::1]", AF_INET6, "::1", 53 },
+		{ "2001:db8::1", AF_INET6, "2001:db8::1", 53 },
+	};
+	static const char *const bad[] = {
+		"", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:65536", "1.2.3.4:53x", "[::1", "[::1]x",
+		"host.name", "1.2.3.4.5", "[::1]:", "[]:53", ":53", "1.2.3.4:-1", "1.2.3.4: 53",
+		"1.2.3.4:99999999999999999999", "[2001:db8::1]:53:53",
+		"[0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000]",
+	};
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		const uint8_t *b = (const uint8_t *)&ss;
+		socklen_t want_len = ok[i].family == AF_INET ? sizeof(struct sockaddr_in) :
+							       sizeof(struct sockaddr_in6);
+		uint8_t ip[16];
+
+		memset(&ss, 0xa5, sizeof(ss));
+		len = 0;
+		cr_assert_eq(dns_parse_addr(ok[i].spec, &ss, &len), 0, "'%s' refused", ok[i].spec);
+		cr_assert_eq(ss.ss_family, ok[i].family, "'%s': family", ok[i].spec);
+		cr_assert_eq(len, want_len, "'%s': length %u", ok[i].spec, (unsigned)len);
+		cr_assert_eq(inet_pton(ok[i].family, ok[i].ip, ip), 1);
+		if (ok[i].family == AF_INET) {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+			cr_assert_eq(ntohs(s4->sin_port), ok[i].port, "'%s': port", ok[i].spec);
+			cr_assert_eq(memcmp(&s4->sin_addr, ip, 4), 0, "'%s': address", ok[i].spec);
+		} else {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+			cr_assert_eq(ntohs(s6->sin6_port), ok[i].port, "'%s': port", ok[i].spec);
+			cr_assert_eq(memcmp(&s6->sin6_addr, ip, 16), 0, "'%s': address", ok[i].spec);
+			cr_assert_eq(s6->sin6_flowinfo, 0);
+			cr_assert_eq(s6->sin6_scope_id, 0);
+		}
+		/* zeroed first: the padding and everything past len compare equal
+		 * (the resolver hook's addresses are matched with memcmp) */
+		if (ok[i].family == AF_INET)
+			for (size_t k = 0; k < sizeof(((struct sockaddr_in *)0)->sin_zero); k++)
+				cr_assert_eq(((struct sockaddr_in *)&ss)->sin_zero[k], 0);
+		for (size_t k = want_len; k < sizeof(ss); k++)
+			cr_assert_eq(b[k], 0, "'%s': byte %zu past the address not zeroed", ok[i].spec, k);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		len = 77;
+		cr_assert_eq(dns_parse_addr(bad[i], &ss, &len), -EINVAL, "'%s' accepted", bad[i]);
+		cr_assert_eq(len, 77, "'%s': length written on failure", bad[i]);
+	}
+	cr_assert_eq(dns_parse_addr(NULL, &ss, &len), -EINVAL);
+	cr_assert_eq(dns_parse_addr("1.2.3.4", NULL, &len), -EINVAL);
+	cr_assert_eq(dns_parse_addr("1.2.3.4", &ss, NULL), -EINVAL);
+}
+
+/* ---- per-sandbox resolvers ----
+ *
+ * R (above) is R1, the default cfg.resolver. Sandboxes get their own
+ * listeners ("a", "b", "s0"...) next to start()'s "sb1"; start_resolver
+ * names their resolvers. The other resolvers are plain sockets on
+ * 127.0.0.1 that the test thread reads and answers itself. */
+
+/* A resolver the test drives: UDP and TCP on one loopback port. */
+struct tres {
+	int udp, tcp;
+	struct sockaddr_in addr;
+};
+
+static void tres_open(struct tres *t)
+{
+	socklen_t al = sizeof(t->addr);
+	int one = 1;
+
+	for (int tries = 0;; tries++) {
+		cr_assert_lt(tries, 20, "no free port for UDP+TCP");
+		t->addr = (struct sockaddr_in){ .sin_family = AF_INET,
+						.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		t->udp = socket(AF_INET, SOCK_DGRAM, 0);
+		t->tcp = socket(AF_INET, SOCK_STREAM, 0);
+		cr_assert(t->udp >= 0 && t->tcp >= 0);
+		setsockopt(t->tcp, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		cr_assert_eq(bind(t->udp, (struct sockaddr *)&t->addr, sizeof(t->addr)), 0);
+		getsockname(t->udp, (struct sockaddr *)&t->addr, &al);
+		if (bind(t->tcp, (struct sockaddr *)&t->addr, sizeof(t->addr)) == 0)
+			break;
+		close(t->udp);
+		close(t->tcp);
+	}
+	cr_assert_eq(listen(t->tcp, 16), 0);
+}
+
+static void tres_close(struct tres *t)
+{
+	close(t->udp);
+	close(t->tcp);
+}
+
+/* One datagram on fd within ms: its length and source, or -1. */
+static ssize_t udp_wait(int fd, uint8_t *b, size_t cap, struct sockaddr_in *from, unsigned ms)
+{
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+	socklen_t fl = sizeof(*from);
+
+	if (poll(&pf, 1, (int)ms) != 1)
+		return -1;
+	return recvfrom(fd, b, cap, MSG_DONTWAIT, (struct sockaddr *)from, &fl);
+}
+
+/* Read and count the datagrams waiting on fd. */
+static int udp_drain(int fd)
+{
+	uint8_t b[4096];
+	int n = 0;
+
+	while (recv(fd, b, sizeof(b), MSG_DONTWAIT) >= 0)
+		n++;
+	return n;
+}
+
+/* A connection on listening socket fd within ms, or -1. */
+static int tcp_accept_wait(int fd, unsigned ms)
+{
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+	int c;
+
+	if (poll(&pf, 1, (int)ms) != 1)
+		return -1;
+	c = accept(fd, NULL, NULL);
+	if (c >= 0)
+		set_rcvtimeo(c, 3000);
+	return c;
+}
+
+/* The UDP sockets of this process connected to a: the dns module's
+ * upstream sockets (nothing else here connects to a resolver). The local
+ * port of one in *ret_port. */
+static int upstream_socks(const struct sockaddr_in *a, uint16_t *ret_port)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert_not_null(dir);
+	while ((e = readdir(dir))) {
+		struct sockaddr_in p, l;
+		socklen_t pl = sizeof(p), ll = sizeof(l), tl = sizeof(int);
+		int fd = atoi(e->d_name), type;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(dir))
+			continue;
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_DGRAM)
+			continue;
+		if (getpeername(fd, (struct sockaddr *)&p, &pl) < 0 || p.sin_family != AF_INET ||
+		    p.sin_addr.s_addr != a->sin_addr.s_addr || p.sin_port != a->sin_port)
+			continue;
+		n++;
+		if (ret_port && getsockname(fd, (struct sockaddr *)&l, &ll) == 0)
+			*ret_port = ntohs(l.sin_port);
+	}
+	closedir(dir);
+	return n;
+}
+
+static struct sockaddr_in r1_addr(void)
+{
+	return (struct sockaddr_in){ .sin_family = AF_INET,
+				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				     .sin_port = htons(R.port) };
+}
+
+struct listener_op {
+	int fd;
+	const char *sandbox;
+	bool tcp;
+	int r;
+	sem_t done;
+};
+
+static void add_listener_on_loop(void *arg)
+{
+	struct listener_op *op = arg;
+
+	op->r = op->tcp ? dns_add_tcp_listener(D, op->fd, op->sandbox) :
+			  dns_add_udp_listener(D, op->fd, op->sandbox);
+	sem_post(&op->done);
+}
+
+/* A listener on 127.0.0.1 for sandbox, served by D (running); its fd (close
+ * it after stop()) and address. */
+static int add_sandbox_listener(const char *sandbox, bool tcp, struct sockaddr_in *ret)
+{
+	struct listener_op op = { .sandbox = sandbox, .tcp = tcp };
+	socklen_t al = sizeof(*ret);
+	struct timespec ts;
+
+	*ret = (struct sockaddr_in){ .sin_family = AF_INET,
+				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	op.fd = socket(AF_INET, tcp ? SOCK_STREAM | SOCK_NONBLOCK : SOCK_DGRAM, 0);
+	cr_assert_geq(op.fd, 0);
+	cr_assert_eq(bind(op.fd, (struct sockaddr *)ret, sizeof(*ret)), 0);
+	getsockname(op.fd, (struct sockaddr *)ret, &al);
+	if (tcp)
+		cr_assert_eq(listen(op.fd, 16), 0);
+	sem_init(&op.done, 0, 0);
+	cr_assert_eq(loop_post(L, add_listener_on_loop, &op), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 3;
+	cr_assert_eq(sem_timedwait(&op.done, &ts), 0, "the loop did not run the post");
+	sem_destroy(&op.done);
+	cr_assert_eq(op.r, 0, "listener for %s: %d", sandbox, op.r);
+	return op.fd;
+}
+
+static int udp_client_to(const struct sockaddr_in *a, unsigned rcvtimeo_ms)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (const struct sockaddr *)a, sizeof(*a)), 0);
+	set_rcvtimeo(fd, rcvtimeo_ms);
+	return fd;
+}
+
+static int tcp_client_to(const struct sockaddr_in *a)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (const struct sockaddr *)a, sizeof(*a)), 0);
+	set_rcvtimeo(fd, 3000);
+	return fd;
+}
+
+/* Until D's ignored counter reaches want, at most ms. */
+static bool wait_ignored(uint64_t want, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	do {
+		if (stats().ignored >= want)
+			return true;
+		usleep(5000);
+	} while (now_ms() < end);
+	return false;
+}
+
+static const struct audit_rec *audit_find(const char *sandbox)
+{
+	for (int i = 0; i < audit_count(); i++)
+		if (strcmp(A.recs[i].sandbox, sandbox) == 0)
+			return &A.recs[i];
+	return NULL;
+}
+
+/* "a" has its own resolver (R2), everyone else uses the default (R1). */
+static struct tres R2;
+static atomic_int resolver_calls;
+
+static bool resolver_ab(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
+			socklen_t *ret_len)
+{
+	cr_assert_eq(opaque, &A);
+	resolver_calls++;
+	if (strcmp(sandbox, "a") != 0)
+		return false;
+	memcpy(ret, &R2.addr, sizeof(R2.addr));
+	*ret_len = sizeof(R2.addr);
+	return true;
+}
+
+static void start_ab(void)
+{
+	tres_open(&R2);
+	resolver_calls = 0;
+	start_resolver = resolver_ab;
+	start(false, 0, 0, 0);
+}
+
+Test(dns, sandbox_resolver_udp)
+{
+	uint8_t q[512], a[4096], fq[4096], out[512];
+	uint8_t ip222[4] = { 10, 0, 0, 222 };
+	struct sockaddr_in la, lb, from, from2, r1;
+	struct dnsmsg_header h;
+	struct dnsmsg_question qq;
+	struct dns_stats st;
+	const struct audit_rec *rec;
+	int la_fd, lb_fd, ca, cb;
+	size_t n;
+	ssize_t r;
+
+	start_ab();
+	r1 = r1_addr();
+	la_fd = add_sandbox_listener("a", false, &la);
+	lb_fd = add_sandbox_listener("b", false, &lb);
+	ca = udp_client_to(&la, 3000);
+	cb = udp_client_to(&lb, 3000);
+
+	/* "a": to R2, whose answer reaches the client with the client's ID */
+	n = build_query(q, 0xa001, "7.allowed.test", 1, true);
+	cr_assert_eq(send(ca, q, n, 0), (ssize_t)n);
+	r = udp_wait(R2.udp, fq, sizeof(fq), &from, 3000);
+	cr_assert_gt(r, 0, "R2 did not get sandbox a's query");
+	cr_assert_eq(dnsmsg_parse_question(fq, (size_t)r, &h, &qq), 0);
+	cr_assert_str_eq(qq.name, "7.allowed.test");
+	n = res_answer(fq, (size_t)r, h.id, NULL, ip222, out);
+	cr_assert_eq(sendto(R2.udp, out, n, 0, (struct sockaddr *)&from, sizeof(from)), (ssize_t)n);
+	r = recv(ca, a, sizeof(a), 0);
+	cr_assert_gt(r, 0, "R2's answer did not reach the client");
+	cr_assert_eq(check_answer(a, (size_t)r, 0xa001, "7.allowed.test"), 222);
+
+	/* "b": to R1 (R answers 10.0.0.8 itself) */
+	n = build_query(q, 0xb001, "8.allowed.test", 1, true);
+	cr_assert_eq(send(cb, q, n, 0), (ssize_t)n);
+	r = recv(cb, a, sizeof(a), 0);
+	cr_assert_gt(r, 0, "no answer for sandbox b");
+	cr_assert_eq(check_answer(a, (size_t)r, 0xb001, "8.allowed.test"), 8);
+	/* R saw b's query only (a's, sent first, would have been counted first) */
+	cr_assert_eq(R.queries, 1, "R1 saw %d queries", (int)R.queries);
+	cr_assert_lt(udp_wait(R2.udp, fq, sizeof(fq), &from2, 200), 0, "R2 got a second query");
+
+	/* a second query of "a" goes out on the same socket: one per resolver */
+	n = build_query(q, 0xa002, "9.allowed.test", 1, true);
+	cr_assert_eq(send(ca, q, n, 0), (ssize_t)n);
+	r = udp_wait(R2.udp, fq, sizeof(fq), &from2, 3000);
+	cr_assert_gt(r, 0, "R2 did not get a's second query");
+	cr_assert_eq(from2.sin_port, from.sin_port, "a new socket for the same resolver");
+	cr_assert_eq(dnsmsg_parse_question(fq, (size_t)r, &h, &qq), 0);
+	n = res_answer(fq, (size_t)r, h.id, NULL, ip222, out);
+	cr_assert_eq(sendto(R2.udp, out, n, 0, (struct sockaddr *)&from2, sizeof(from2)), (ssize_t)n);
+	r = recv(ca, a, sizeof(a), 0);
+	cr_assert_gt(r, 0);
+	cr_assert_eq(check_answer(a, (size_t)r, 0xa002, "9.allowed.test"), 222);
+	cr_assert_eq(upstream_socks(&r1, NULL), 1);
+	cr_assert_eq(upstream_socks(&R2.addr, NULL), 1);
+	cr_assert_eq(R.queries, 1);
+	cr_assert_eq(resolver_calls, 3);
+
+	st = stats();
+	cr_assert_eq(st.queries, 3);
+	cr_assert_eq(st.forwarded, 3);
+	cr_assert_eq(st.servfail + st.ignored, 0);
+	cr_assert_eq(audit_count(), 3);
+	rec = audit_find("a");
+	cr_assert_not_null(rec);
+	cr_assert_str_eq(rec->decision, "forward");
+	rec = audit_find("b");
+	cr_assert_not_null(rec);
+	cr_assert_str_eq(rec->decision, "forward");
+	close(ca);
+	close(cb);
+	stop();
+	close(la_fd);
+	close(lb_fd);
+	tres_close(&R2);
+}
+
+Test(dns, sandbox_resolver_tcp)
+{
+	uint8_t b[1024], a[4096], fq[4096], out[514];
+	uint8_t ip223[4] = { 10, 0, 0, 223 };
+	struct sockaddr_in la, lb, from;
+	struct dnsmsg_header h;
+	struct dnsmsg_question qq;
+	int la_fd, lb_fd, ca, cb, up;
+	size_t n;
+	ssize_t r;
+
+	start_ab();
+	la_fd = add_sandbox_listener("a", true, &la);
+	lb_fd = add_sandbox_listener("b", true, &lb);
+
+	/* "a" over TCP: a connection to R2's TCP port */
+	ca = tcp_client_to(&la);
+	n = build_query(b + 2, 0xa101, "3.allowed.test", 1, true);
+	dnsmsg_put16(b, (uint16_t)n);
+	cr_assert_eq(send(ca, b, n + 2, 0), (ssize_t)(n + 2));
+	up = tcp_accept_wait(R2.tcp, 3000);
+	cr_assert_geq(up, 0, "no TCP connection to R2 for sandbox a");
+	r = tcp_read_answer(up, fq, sizeof(fq));
+	cr_assert_gt(r, 0, "no query on the connection to R2");
+	cr_assert_eq(dnsmsg_parse_question(fq, (size_t)r, &h, &qq), 0);
+	cr_assert_str_eq(qq.name, "3.allowed.test");
+	n = res_answer(fq, (size_t)r, h.id, NULL, ip223, out + 2);
+	dnsmsg_put16(out, (uint16_t)n);
+	cr_assert_eq(send(up, out, n + 2, MSG_NOSIGNAL), (ssize_t)(n + 2));
+	r = tcp_read_answer(ca, a, sizeof(a));
+	cr_assert_gt(r, 0, "R2's TCP answer did not reach the client");
+	cr_assert_eq(check_answer(a, (size_t)r, 0xa101, "3.allowed.test"), 223);
+
+	/* "b" over TCP: R1 */
+	cb = tcp_client_to(&lb);
+	n = build_query(b + 2, 0xb101, "4.allowed.test", 1, true);
+	dnsmsg_put16(b, (uint16_t)n);
+	cr_assert_eq(send(cb, b, n + 2, 0), (ssize_t)(n + 2));
+	r = tcp_read_answer(cb, a, sizeof(a));
+	cr_assert_gt(r, 0, "no answer for sandbox b");
+	cr_assert_eq(check_answer(a, (size_t)r, 0xb101, "4.allowed.test"), 4);
+	cr_assert_eq(R.tcp_queries, 1, "R1 saw %d TCP queries", (int)R.tcp_queries);
+	cr_assert_eq(R.queries, 1);
+	cr_assert_lt(tcp_accept_wait(R2.tcp, 200), 0, "a second connection to R2");
+	cr_assert_lt(udp_wait(R2.udp, fq, sizeof(fq), &from, 0), 0, "R2 got a UDP query");
+	cr_assert_eq(stats().forwarded, 2);
+	cr_assert_eq(audit_count(), 2);
+	cr_assert_str_eq(audit_find("a")->transport, "tcp");
+	cr_assert_str_eq(audit_find("a")->decision, "forward");
+	close(up);
+	close(ca);
+	close(cb);
+	stop();
+	close(la_fd);
+	close(lb_fd);
+	tres_close(&R2);
+}
+
+Test(dns, sandbox_resolver_answer_from_other_resolver_ignored)
+{
+	uint8_t q[512], a[4096], fq[4096], out[512];
+	uint8_t bad[4] = { 6, 6, 6, 6 }, good[4] = { 10, 0, 0, 5 };
+	struct sockaddr_in la, from, r1, dflt;
+	struct dnsmsg_header h;
+	struct dns_stats st;
+	uint16_t dport = 0;
+	int la_fd, ca;
+	size_t n, fqlen;
+	ssize_t r;
+
+	start_ab();
+	r1 = r1_addr();
+	la_fd = add_sandbox_listener("a", false, &la);
+	ca = udp_client_to(&la, 3000);
+	n = build_query(q, 0xa201, "5.allowed.test", 1, true);
+	cr_assert_eq(send(ca, q, n, 0), (ssize_t)n);
+	r = udp_wait(R2.udp, fq, sizeof(fq), &from, 3000);
+	cr_assert_gt(r, 0, "R2 did not get sandbox a's query");
+	fqlen = (size_t)r;
+	cr_assert_eq(dnsmsg_parse_header(fq, fqlen, &h), 0);
+
+	/* R1 answers it (right ID, right question) to the default socket,
+	 * which is connected to R1 and so takes it */
+	cr_assert_eq(upstream_socks(&r1, &dport), 1);
+	dflt = (struct sockaddr_in){ .sin_family = AF_INET,
+				     .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				     .sin_port = htons(dport) };
+	n = res_answer(fq, fqlen, h.id, NULL, bad, out);
+	cr_assert_eq(sendto(R.udp, out, n, 0, (struct sockaddr *)&dflt, sizeof(dflt)), (ssize_t)n);
+	set_rcvtimeo(ca, 300);
+	r = recv(ca, a, sizeof(a), 0);
+	cr_assert_lt(r, 0, "R1's answer to a query sent to R2 reached the client (last octet %d)",
+		     r > 0 ? a[r - 1] : -1);
+	cr_assert(wait_ignored(1, 2000), "the answer from R1 was not counted as ignored");
+
+	/* R2's own answer still gets through */
+	cr_assert_eq(udp_drain(R2.udp), 0, "the query went to R2 twice");
+	n = res_answer(fq, fqlen, h.id, NULL, good, out);
+	cr_assert_eq(sendto(R2.udp, out, n, 0, (struct sockaddr *)&from, sizeof(from)), (ssize_t)n);
+	set_rcvtimeo(ca, 3000);
+	r = recv(ca, a, sizeof(a), 0);
+	cr_assert_gt(r, 0, "R2's answer did not reach the client");
+	cr_assert_eq(check_answer(a, (size_t)r, 0xa201, "5.allowed.test"), 5);
+	st = stats();
+	cr_assert_eq(st.ignored, 1);
+	cr_assert_eq(st.forwarded, 1);
+	cr_assert_eq(st.servfail, 0);
+	cr_assert_eq(R.queries, 0);
+	cr_assert_eq(audit_count(), 1);
+	cr_assert_str_eq(A.recs[0].decision, "forward");
+	close(ca);
+	stop();
+	close(la_fd);
+	tres_close(&R2);
+}
+
+/* Sandboxes "s0".."s40", each with its own resolver: a socket on
+ * 127.0.0.1 that nobody answers from, so their queries stay in flight. */
+enum { NSB = DNS_RESOLVERS_MAX + 9 };
+static struct sockaddr_in many_res[NSB];
+
+static bool resolver_many(void *opaque, const char *sandbox, struct sockaddr_storage *ret,
+			  socklen_t *ret_len)
+{
+	int i;
+
+	cr_assert_eq(opaque, &A);
+	if (sandbox[0] != 's' || sandbox[1] < '0' || sandbox[1] > '9')
+		return false;
+	i = atoi(sandbox + 1);
+	if (i >= NSB)
+		return false;
+	memcpy(ret, &many_res[i], sizeof(many_res[i]));
+	*ret_len = sizeof(many_res[i]);
+	return true;
+}
+
+/* Upstream sockets to all of many_res and to R1. */
+static int upstream_socks_all(void)
+{
+	struct sockaddr_in r1 = r1_addr();
+	int n = upstream_socks(&r1, NULL);
+
+	for (int i = 0; i < NSB; i++)
+		n += upstream_socks(&many_res[i], NULL);
+	return n;
+}
+
+Test(dns, sandbox_resolvers_limit_and_lru)
+{
+	enum { EXTRA = DNS_RESOLVERS_MAX - 1, NEW = NSB - 1 };
+	int rfd[NSB], lfd[NSB], cfd[NSB];
+	uint16_t port[NSB], p, dport = 0, dport2 = 0;
+	uint8_t q[512], a[4096], b[4096];
+	struct sockaddr_in la, from, r1;
+	struct dns_stats st;
+	int i, n_unavail = 0;
+	size_t n;
+	ssize_t r;
+
+	for (i = 0; i < NSB; i++) {
+		socklen_t al = sizeof(many_res[i]);
+
+		many_res[i] = (struct sockaddr_in){ .sin_family = AF_INET,
+						    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		rfd[i] = socket(AF_INET, SOCK_DGRAM, 0);
+		cr_assert_geq(rfd[i], 0);
+		cr_assert_eq(bind(rfd[i], (struct sockaddr *)&many_res[i], sizeof(many_res[i])), 0);
+		getsockname(rfd[i], (struct sockaddr *)&many_res[i], &al);
+	}
+	start_resolver = resolver_many;
+	start(false, 1500, 0, 0);
+	r1 = r1_addr();
+	for (i = 0; i < NSB; i++) {
+		char sb[8];
+
+		snprintf(sb, sizeof(sb), "s%d", i);
+		lfd[i] = add_sandbox_listener(sb, false, &la);
+		/* an answer made here comes in microseconds; a timeout's after 1.5 s */
+		cfd[i] = udp_client_to(&la, 500);
+	}
+	cr_assert_eq(upstream_socks(&r1, &dport), 1, "the default socket");
+
+	/* s0..s30 take the 31 slots besides the default one; their queries
+	 * stay in flight. Spaced so each socket's last use is distinct. */
+	for (i = 0; i < EXTRA; i++) {
+		n = build_query(q, (uint16_t)(0x100 + i), "slow.test", 1, true);
+		cr_assert_eq(send(cfd[i], q, n, 0), (ssize_t)n);
+		r = udp_wait(rfd[i], b, sizeof(b), &from, 3000);
+		cr_assert_gt(r, 0, "s%d's query did not reach its resolver", i);
+		port[i] = ntohs(from.sin_port);
+		usleep(3000);
+	}
+	cr_assert_eq(upstream_socks_all(), DNS_RESOLVERS_MAX);
+
+	/* s31..s39: every slot busy, SERVFAIL at once, sent nowhere */
+	for (; i < NEW; i++) {
+		n = build_query(q, (uint16_t)(0x100 + i), "slow.test", 1, true);
+		cr_assert_eq(send(cfd[i], q, n, 0), (ssize_t)n);
+		r = recv(cfd[i], a, sizeof(a), 0);
+		cr_assert_gt(r, 0, "s%d: no immediate answer with all slots busy", i);
+		cr_assert_eq(dnsmsg_get16(a), 0x100 + i);
+		cr_assert_eq(rcode_of(a, (size_t)r), DNSMSG_SERVFAIL, "s%d: rcode", i);
+	}
+	st = stats();
+	cr_assert_eq(st.forwarded, EXTRA);
+	cr_assert_eq(st.servfail, NEW - EXTRA);
+	cr_assert_eq(st.timeouts, 0);
+	cr_assert_eq(audit_count(), NEW - EXTRA);
+	for (int k = 0; k < audit_count(); k++) {
+		char sb[8];
+
+		snprintf(sb, sizeof(sb), "s%d", EXTRA + k);
+		cr_assert_str_eq(A.recs[k].sandbox, sb);
+		cr_assert_str_eq(A.recs[k].decision, "servfail");
+		cr_assert_str_eq(A.recs[k].reason, "resolver_unavailable", "%s: %s", sb,
+				 A.recs[k].reason);
+		cr_assert_str_eq(A.recs[k].qname, "slow.test");
+	}
+	cr_assert_eq(upstream_socks_all(), DNS_RESOLVERS_MAX);
+
+	/* the 31 in flight time out */
+	for (i = 0; i < EXTRA; i++) {
+		set_rcvtimeo(cfd[i], 3000);
+		r = recv(cfd[i], a, sizeof(a), 0);
+		cr_assert_gt(r, 0, "s%d: no SERVFAIL after the timeout", i);
+		cr_assert_eq(dnsmsg_get16(a), 0x100 + i);
+		cr_assert_eq(rcode_of(a, (size_t)r), DNSMSG_SERVFAIL);
+		set_rcvtimeo(cfd[i], 500);
+	}
+	st = stats();
+	cr_assert_eq(st.timeouts, EXTRA);
+	cr_assert_eq(st.forwarded, EXTRA);
+	for (int k = 0; k < audit_count(); k++)
+		if (strcmp(A.recs[k].reason, "resolver_unavailable") == 0)
+			n_unavail++;
+	cr_assert_eq(n_unavail, NEW - EXTRA);
+	cr_assert_eq(audit_count(), NEW);
+	/* nothing went anywhere else: one query for each of s0..s30's
+	 * resolvers (read above), none for the others, none for R1 */
+	for (i = 0; i < NSB; i++)
+		cr_assert_eq(udp_drain(rfd[i]), 0, "resolver %d got a query it should not have", i);
+	cr_assert_eq(R.queries, 0, "R1 got %d queries", (int)R.queries);
+
+	/* s0 again: its socket, idle, is reused; answered, so idle again but
+	 * now the most recently used */
+	n = build_query(q, 0x200, "slow.test", 1, true);
+	cr_assert_eq(send(cfd[0], q, n, 0), (ssize_t)n);
+	r = udp_wait(rfd[0], b, sizeof(b), &from, 3000);
+	cr_assert_gt(r, 0, "s0's second query did not reach its resolver");
+	cr_assert_eq(ntohs(from.sin_port), port[0], "s0 got a new socket");
+	{
+		uint8_t ip[4] = { 10, 0, 0, 100 }, out[512];
+		struct dnsmsg_header h;
+
+		cr_assert_eq(dnsmsg_parse_header(b, (size_t)r, &h), 0);
+		n = res_answer(b, (size_t)r, h.id, NULL, ip, out);
+		cr_assert_eq(sendto(rfd[0], out, n, 0, (struct sockaddr *)&from, sizeof(from)),
+			     (ssize_t)n);
+		set_rcvtimeo(cfd[0], 3000);
+		r = recv(cfd[0], a, sizeof(a), 0);
+		cr_assert_gt(r, 0, "s0: its resolver's answer did not arrive");
+		cr_assert_eq(check_answer(a, (size_t)r, 0x200, "slow.test"), 100);
+	}
+	usleep(3000);
+
+	/* a new sandbox's resolver: s1's socket, the least recently used (all
+	 * are idle), is closed to make room; the default stays */
+	n = build_query(q, 0x201, "slow.test", 1, true);
+	cr_assert_eq(send(cfd[NEW], q, n, 0), (ssize_t)n);
+	r = udp_wait(rfd[NEW], b, sizeof(b), &from, 3000);
+	cr_assert_gt(r, 0, "s%d not served after the others went idle", NEW);
+	cr_assert_lt(recv(cfd[NEW], a, sizeof(a), MSG_DONTWAIT), 0, "s%d answered at once", NEW);
+	cr_assert_eq(upstream_socks(&many_res[1], NULL), 0, "s1's socket (least recently used) kept");
+	for (i = 0; i < EXTRA; i++) {
+		if (i == 1)
+			continue;
+		p = 0;
+		cr_assert_eq(upstream_socks(&many_res[i], &p), 1, "s%d's socket closed", i);
+		cr_assert_eq(p, port[i], "s%d's socket replaced", i);
+	}
+	cr_assert_eq(upstream_socks(&many_res[NEW], NULL), 1);
+	cr_assert_eq(upstream_socks(&r1, &dport2), 1, "the default socket closed");
+	cr_assert_eq(dport2, dport, "the default socket replaced");
+	cr_assert_eq(upstream_socks_all(), DNS_RESOLVERS_MAX);
+
+	/* and s1 once more: s2's socket goes now */
+	usleep(3000);
+	n = build_query(q, 0x202, "slow.test", 1, true);
+	cr_assert_eq(send(cfd[1], q, n, 0), (ssize_t)n);
+	r = udp_wait(rfd[1], b, sizeof(b), &from, 3000);
+	cr_assert_gt(r, 0, "s1 not served again");
+	cr_assert_eq(upstream_socks(&many_res[2], NULL), 0, "s2's socket kept");
+	cr_assert_eq(upstream_socks_all(), DNS_RESOLVERS_MAX);
+
+	/* the default resolver still serves sb1 */
+	{
+		int fd = udp_client();
+
+		n = build_query(q, 0x203, "2.allowed.test", 1, true);
+		cr_assert_eq(send(fd, q, n, 0), (ssize_t)n);
+		r = recv(fd, a, sizeof(a), 0);
+		cr_assert_gt(r, 0, "sb1: no answer from the default resolver");
+		cr_assert_eq(check_answer(a, (size_t)r, 0x203, "2.allowed.test"), 2);
+		close(fd);
+	}
+	st = stats();
+	cr_assert_eq(st.forwarded, EXTRA + 4);
+	cr_assert_eq(st.servfail, NEW);
+	for (i = 0; i < NSB; i++)
+		cr_assert_eq(udp_drain(rfd[i]), 0, "resolver %d got a query it should not have", i);
+
+	stop();
+	for (i = 0; i < NSB; i++) {
+		close(cfd[i]);
+		close(lfd[i]);
+		close(rfd[i]);
+	}
 }
