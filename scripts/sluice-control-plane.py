@@ -10,9 +10,16 @@ demo; small enough to read as a specification by example.
 
   sluice-control-plane.py --listen 127.0.0.1:8470 --token-file tok --state state.json
       [--admin-listen 127.0.0.1:8471] [--admin-token-file tok2] [--ready-file F]
+      [--tls-cert cert.pem --tls-key key.pem [--client-ca clients-ca.pem]]
 
 Port 0 picks a free port; --ready-file receives {"sync": "HOST:PORT",
 "admin": "HOST:PORT"} once both listeners accept (written atomically).
+
+TLS: with --tls-cert/--tls-key the sync listener speaks HTTPS (TLS 1.2+; the
+admin listener stays plain HTTP). With --client-ca as well it requires a
+client certificate signed by that CA (mutual TLS): a node without one, or
+with one from another CA, fails the handshake and never reaches /v1/sync
+(one line on stderr says why). Every fault works the same over TLS.
 
 State file: {"sandboxes": {"<id>": {"principal": "...", "status":
 "active|disabled|revoked", "policy": "<YAML>", "secrets": {"NAME": "value"}}}}
@@ -30,9 +37,9 @@ Admin API (Authorization: Bearer <admin token>, JSON bodies):
   GET    /admin/healthz
 
 Bounded everywhere: at most --max-conns connections per listener (more are
-closed at once), 30 s socket timeouts, 1 MiB request bodies, 1000 log entries,
-a hanging answer ends when the fault changes, the peer goes away, or after
-600 s.
+closed at once), 10 s TLS handshakes, 30 s socket timeouts, 1 MiB request
+bodies, 1000 log entries, a hanging answer ends when the fault changes, the
+peer goes away, or after 600 s.
 """
 
 import argparse
@@ -44,6 +51,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -61,6 +69,7 @@ ID_MAX = 255                    # CPS_ID_MAX
 SANDBOXES_MAX = 4096            # CPS_SANDBOXES_MAX
 LOG_MAX = 1000
 HANG_MAX_S = 600
+HANDSHAKE_TIMEOUT_S = 10
 OVERSIZED = 5 * 1024 * 1024
 FAULTS = ("none", "down", "hang", "slow", "500", "malformed", "oversized", "wrong_hash")
 STATUSES = ("active", "disabled", "revoked")
@@ -156,8 +165,9 @@ class BoundedServer(ThreadingMixIn, HTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, addr, handler, plane, max_conns):
+    def __init__(self, addr, handler, plane, max_conns, tls=None):
         self.plane = plane
+        self.tls = tls  # ssl.SSLContext: each connection's handshake runs on its own thread
         self.slots = threading.BoundedSemaphore(max_conns)
         self.conns = set()
         self.conns_lock = threading.Lock()
@@ -175,14 +185,58 @@ class BoundedServer(ThreadingMixIn, HTTPServer):
         with self.conns_lock:
             self.conns.add(request)
         try:
+            if self.tls:
+                request = self.tls_handshake(request, client_address)
+                if request is None:
+                    return
             super().process_request_thread(request, client_address)
         finally:
             with self.conns_lock:
                 self.conns.discard(request)
             self.slots.release()
 
+    def tls_handshake(self, raw, client_address):
+        """The TLS socket after a bounded handshake (client certificate
+        checked when required), or None after closing the connection."""
+        tls = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        with self.conns_lock:  # raw is detached now: drop_all must see tls
+            self.conns.discard(raw)
+            self.conns.add(tls)
+        try:
+            tls.settimeout(HANDSHAKE_TIMEOUT_S)
+            tls.do_handshake()
+            return tls
+        except OSError as x:  # ssl.SSLError included
+            print("sluice-control-plane: TLS handshake with %s failed: %s" %
+                  (client_address[0], x), file=sys.stderr, flush=True)
+            with self.conns_lock:
+                self.conns.discard(tls)
+            self.linger_close(socket.socket(fileno=tls.detach()))
+            return None
+
+    @staticmethod
+    def linger_close(sock):
+        """Close after a failed handshake without losing our alert: under TLS
+        1.3 the client has already sent its request, and closing with those
+        bytes unread would send an RST that can overtake the alert. Half
+        close, drain for at most 1 s / 1 MiB, then close."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(1)
+            end = time.monotonic() + 1
+            left = BODY_MAX
+            while left > 0 and time.monotonic() < end:
+                b = sock.recv(65536)
+                if not b:
+                    break
+                left -= len(b)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
     def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)  # a peer gone is no news
 
     def drop_all(self):
@@ -346,13 +400,24 @@ class SyncHandler(Handler):
                 if plane.stopping or plane.fault["fault"] != "hang":
                     break
             r, _, _ = select.select([self.connection], [], [], 0.05)
-            if r:
-                try:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        break  # the peer gave up
-                except OSError:
-                    break
+            if r and self.peer_gone():
+                break  # the peer gave up
         self.close_connection = True
+
+    def peer_gone(self):
+        """The connection is readable: has the peer closed it? TLS records
+        cannot be peeked, so over TLS a byte is read (the connection is
+        closed after a hang anyway)."""
+        conn = self.connection
+        try:
+            if isinstance(conn, ssl.SSLSocket):
+                conn.settimeout(0)
+                return not conn.recv(1)
+            return not conn.recv(1, socket.MSG_PEEK)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False  # only part of a record so far
+        except OSError:
+            return True
 
     def oversized(self, with_length):
         pad = OVERSIZED
@@ -459,15 +524,16 @@ def parse_addr(s):
 class Controller:
     """Owns the sync listener, which the "down" fault closes and reopens."""
 
-    def __init__(self, plane, sync_addr, max_conns):
+    def __init__(self, plane, sync_addr, max_conns, tls=None):
         self.plane = plane
         self.addr = sync_addr
         self.max_conns = max_conns
+        self.tls = tls
         self.sync = None
         self.mu = threading.Lock()
 
     def start_sync(self):
-        srv = BoundedServer(self.addr, SyncHandler, self.plane, self.max_conns)
+        srv = BoundedServer(self.addr, SyncHandler, self.plane, self.max_conns, self.tls)
         self.addr = srv.server_address[:2]  # keep the port picked for port 0
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
@@ -505,6 +571,30 @@ def read_token(value, path, what):
     return value
 
 
+def tls_context(args):
+    """The sync listener's server context, or None for plain HTTP."""
+    if not args.tls_cert and not args.tls_key:
+        if args.client_ca:
+            sys.exit("sluice-control-plane: --client-ca needs --tls-cert and --tls-key")
+        return None
+    if not args.tls_cert or not args.tls_key:
+        sys.exit("sluice-control-plane: --tls-cert and --tls-key go together")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ValueError) as x:
+        sys.exit("sluice-control-plane: --tls-cert %s / --tls-key %s: %s" %
+                 (args.tls_cert, args.tls_key, x))
+    if args.client_ca:
+        try:
+            ctx.load_verify_locations(cafile=args.client_ca)
+        except (OSError, ValueError) as x:
+            sys.exit("sluice-control-plane: --client-ca %s: %s" % (args.client_ca, x))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--listen", type=parse_addr, required=True, help="sync HOST:PORT")
@@ -516,6 +606,13 @@ def main():
     ap.add_argument("--state", required=True, help="JSON state file (created on change)")
     ap.add_argument("--ready-file", help="write the bound addresses here when ready")
     ap.add_argument("--max-conns", type=int, default=64, help="per listener")
+    ap.add_argument("--tls-cert", metavar="FILE",
+                    help="serve the sync listener over TLS with this certificate (PEM, "
+                    "chain allowed); the admin listener stays plain HTTP")
+    ap.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    ap.add_argument("--client-ca", metavar="FILE",
+                    help="require a client certificate signed by this CA (PEM) on the "
+                    "sync listener (mutual TLS; needs --tls-cert)")
     args = ap.parse_args()
     args.token = read_token(args.token, args.token_file, "--token")
     if args.admin_token or args.admin_token_file:
@@ -523,8 +620,9 @@ def main():
     else:
         args.admin_token = args.token
 
+    tls = tls_context(args)
     plane = Plane(args)
-    ctl = Controller(plane, args.listen, args.max_conns)
+    ctl = Controller(plane, args.listen, args.max_conns, tls)
     ctl.start_sync()
     admin = BoundedServer(args.admin_listen, AdminHandler, plane, args.max_conns)
     admin.controller = ctl
@@ -539,8 +637,9 @@ def main():
         with open(tmp, "w") as f:
             json.dump(ready, f)
         os.replace(tmp, args.ready_file)
-    print("sluice-control-plane: sync %s admin %s" % (ready["sync"], ready["admin"]),
-          flush=True)
+    print("sluice-control-plane: sync %s%s admin %s" %
+          (ready["sync"], "" if not tls else " (TLS, client certificate required)"
+           if args.client_ca else " (TLS)", ready["admin"]), flush=True)
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

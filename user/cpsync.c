@@ -10,16 +10,23 @@
  * ends, which makes the barrier exact.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "cpsync.h"
 #include "policy.h"
@@ -28,6 +35,7 @@
 #define CPS_NODE_MAX 253
 #define CPS_URL_MAX 2048
 #define CPS_SECRET_NAME_MAX 64
+#define CPS_PEM_MAX (1024 * 1024) /* bytes of a client certificate or key file */
 
 struct cps_waiter {
 	struct cps_waiter *next;
@@ -37,7 +45,7 @@ struct cps_waiter {
 };
 
 struct cps {
-	char *sync_url, *auth_header, *node, *ca_file;
+	char *sync_url, *auth_header, *node, *ca_file, *cert_file, *key_file;
 	unsigned interval_ms, jitter_pct, backoff_min_ms, backoff_max_ms;
 	unsigned connect_timeout_ms, timeout_ms;
 	struct cps_hooks hooks;
@@ -850,6 +858,212 @@ out:
 	return rc;
 }
 
+/* ---- the files: checked before start, read by libcurl per connection ---- */
+
+/*
+ * Open path for a check; "what" names it in err. secret (the private key):
+ * a regular file owned by us with no group/other permission, as sluiced's
+ * CA key. O_NONBLOCK: a FIFO must not block the open. Returns the fd, or
+ * -errno with err set.
+ */
+static int file_open_checked(const char *path, const char *what, bool secret, char *err,
+			     size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "control plane %s %s: %s", what, path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st)) {
+		rc = -errno;
+		snprintf(err, errlen, "control plane %s %s: %s", what, path, strerror(-rc));
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "control plane %s %s: not a regular file", what, path);
+		rc = -EINVAL;
+		goto out_close;
+	}
+	if (secret && (st.st_mode & 077)) {
+		snprintf(err, errlen, "control plane %s %s: permission %04o is too open: group and "
+			 "other must have no access (chmod 600)", what, path,
+			 (unsigned)(st.st_mode & 07777));
+		rc = -EPERM;
+		goto out_close;
+	}
+	if (secret && st.st_uid != geteuid()) {
+		snprintf(err, errlen, "control plane %s %s: owned by uid %u, not %u", what, path,
+			 (unsigned)st.st_uid, (unsigned)geteuid());
+		rc = -EPERM;
+		goto out_close;
+	}
+	if (st.st_size > CPS_PEM_MAX) {
+		snprintf(err, errlen, "control plane %s %s: larger than %d bytes", what, path,
+			 CPS_PEM_MAX);
+		rc = -EFBIG;
+		goto out_close;
+	}
+	return fd;
+out_close:
+	close(fd);
+	return rc;
+}
+
+/* Read a checked PEM file into a BIO (the caller frees it; the bytes of a
+ * key are zeroed on the way). 0, or -errno with err set. */
+static int pem_bio_read(const char *path, const char *what, bool secret, BIO **ret_bio,
+			char *err, size_t errlen)
+{
+	char *buf;
+	size_t len = 0;
+	ssize_t n = 0;
+	BIO *bio;
+	int fd, rc = 0;
+
+	fd = file_open_checked(path, what, secret, err, errlen);
+	if (fd < 0)
+		return fd;
+	buf = malloc(CPS_PEM_MAX + 1);
+	if (!buf) {
+		close(fd);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	while (len < CPS_PEM_MAX + 1 &&
+	       ((n = read(fd, buf + len, CPS_PEM_MAX + 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+		if (n > 0)
+			len += (size_t)n;
+	if (n < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "control plane %s %s: %s", what, path, strerror(-rc));
+	} else if (len > CPS_PEM_MAX) {
+		rc = -EFBIG;
+		snprintf(err, errlen, "control plane %s %s: larger than %d bytes", what, path,
+			 CPS_PEM_MAX);
+	}
+	close(fd);
+	if (!rc) {
+		/* a BIO of its own (not a view of buf): buf is wiped right below */
+		bio = BIO_new(BIO_s_mem());
+		if (!bio || BIO_write(bio, buf, (int)len) != (int)len) {
+			BIO_free(bio);
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+		} else {
+			*ret_bio = bio;
+		}
+	}
+	explicit_bzero(buf, len);
+	free(buf);
+	return rc;
+}
+
+/* An encrypted key would make OpenSSL (and libcurl) ask for a passphrase. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
+/* The client certificate and key parse and belong together. */
+static int client_cert_check(const char *cert_file, const char *key_file, char *err,
+			     size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	BIO *bio = NULL;
+	int rc;
+
+	rc = pem_bio_read(cert_file, "client certificate", false, &bio, err, errlen);
+	if (rc)
+		return rc;
+	cert = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	bio = NULL;
+	if (!cert) {
+		snprintf(err, errlen, "control plane client certificate %s: no PEM certificate in "
+			 "it", cert_file);
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = pem_bio_read(key_file, "client key", true, &bio, err, errlen);
+	if (rc)
+		goto out;
+	key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio); /* BIO_s_mem: OpenSSL clears the buffer it frees */
+	if (!key) {
+		snprintf(err, errlen, "control plane client key %s: not an unencrypted PEM private "
+			 "key", key_file);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (X509_check_private_key(cert, key) != 1) {
+		snprintf(err, errlen, "control plane client key %s does not match the certificate "
+			 "%s", key_file, cert_file);
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = 0;
+out:
+	ERR_clear_error(); /* failed parses leave entries on this thread's queue */
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	return rc;
+}
+
+int cps_opts_check(const struct cps_opts *o, char *err, size_t errlen)
+{
+	int rc;
+
+	if (!o || !o->url || !o->token || !o->node) {
+		snprintf(err, errlen, "control plane: url, token and node are required");
+		return -EINVAL;
+	}
+	if (!*o->token || strlen(o->token) > CPS_TOKEN_MAX ||
+	    !printable(o->token, strlen(o->token), false)) {
+		snprintf(err, errlen, "control plane token must be 1 to %d printable ASCII bytes "
+			 "without spaces", CPS_TOKEN_MAX);
+		return -EINVAL;
+	}
+	if (!*o->node || strlen(o->node) > CPS_NODE_MAX ||
+	    !printable(o->node, strlen(o->node), false)) {
+		snprintf(err, errlen, "node name must be 1 to %d printable bytes without spaces",
+			 CPS_NODE_MAX);
+		return -EINVAL;
+	}
+	pthread_once(&curl_once, curl_init);
+	if (curl_init_rc) {
+		snprintf(err, errlen, "libcurl: %s", curl_easy_strerror(curl_init_rc));
+		return -ENOMEM;
+	}
+	rc = url_check(o->url, err, errlen);
+	if (rc)
+		return rc;
+	if (!!o->cert_file != !!o->key_file) {
+		snprintf(err, errlen, "control plane client certificate and key go together (%s "
+			 "without a %s)", o->cert_file ? "a certificate" : "a key",
+			 o->cert_file ? "key" : "certificate");
+		return -EINVAL;
+	}
+	if (o->cert_file && strncasecmp(o->url, "https://", 8)) {
+		snprintf(err, errlen, "a control plane client certificate needs an https:// URL");
+		return -EINVAL;
+	}
+	if (o->ca_file) {
+		rc = file_open_checked(o->ca_file, "CA bundle", false, err, errlen);
+		if (rc < 0)
+			return rc;
+		close(rc);
+	}
+	if (o->cert_file)
+		return client_cert_check(o->cert_file, o->key_file, err, errlen);
+	return 0;
+}
+
 static int easy_setup(struct cps *c)
 {
 	CURL *e = c->easy;
@@ -870,6 +1084,12 @@ static int easy_setup(struct cps *c)
 	ok = ok && !curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (c->ca_file)
 		ok = ok && !curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+	if (c->cert_file) {
+		ok = ok && !curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file);
+		ok = ok && !curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+		ok = ok && !curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file);
+		ok = ok && !curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+	}
 	return ok ? 0 : -EINVAL;
 }
 
@@ -889,6 +1109,8 @@ static void cps_free(struct cps *c)
 	free(c->sync_url);
 	free(c->node);
 	free(c->ca_file);
+	free(c->cert_file);
+	free(c->key_file);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -910,24 +1132,7 @@ int cps_start(const struct cps_opts *o, const struct cps_hooks *h, struct cps **
 			 "and done hooks are required");
 		return -EINVAL;
 	}
-	if (!*o->token || strlen(o->token) > CPS_TOKEN_MAX ||
-	    !printable(o->token, strlen(o->token), false)) {
-		snprintf(err, errlen, "control plane token must be 1 to %d printable ASCII bytes "
-			 "without spaces", CPS_TOKEN_MAX);
-		return -EINVAL;
-	}
-	if (!*o->node || strlen(o->node) > CPS_NODE_MAX ||
-	    !printable(o->node, strlen(o->node), false)) {
-		snprintf(err, errlen, "node name must be 1 to %d printable bytes without spaces",
-			 CPS_NODE_MAX);
-		return -EINVAL;
-	}
-	pthread_once(&curl_once, curl_init);
-	if (curl_init_rc) {
-		snprintf(err, errlen, "libcurl: %s", curl_easy_strerror(curl_init_rc));
-		return -ENOMEM;
-	}
-	rc = url_check(o->url, err, errlen);
+	rc = cps_opts_check(o, err, errlen);
 	if (rc)
 		return rc;
 
@@ -966,7 +1171,9 @@ int cps_start(const struct cps_opts *o, const struct cps_hooks *h, struct cps **
 		goto out_oom;
 	}
 	c->node = strdup(o->node);
-	if (!c->node || (o->ca_file && !(c->ca_file = strdup(o->ca_file))))
+	if (!c->node || (o->ca_file && !(c->ca_file = strdup(o->ca_file))) ||
+	    (o->cert_file && !(c->cert_file = strdup(o->cert_file))) ||
+	    (o->key_file && !(c->key_file = strdup(o->key_file))))
 		goto out_oom;
 	/* curl copies header strings into each request */
 	l = curl_slist_append(NULL, c->auth_header);

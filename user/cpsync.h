@@ -77,6 +77,10 @@ struct cps_opts {
 	unsigned jitter_pct;           /* 20: each delay is randomised by +-this percent */
 	unsigned backoff_max_ms;       /* 60000: the longest delay after failures */
 	const char *ca_file;           /* NULL: the system trust store */
+	const char *cert_file;         /* client certificate (PEM; a chain may follow), for
+					* control planes that require one (mTLS); with key_file */
+	const char *key_file;          /* its private key: PEM, unencrypted, a regular file
+					* owned by us with no group/other permission */
 	unsigned backoff_min_ms;       /* 1000: the delay after the first failure, doubling */
 	unsigned connect_timeout_ms;   /* 5000 */
 	unsigned timeout_ms;           /* 10000: whole request, connect included */
@@ -85,11 +89,24 @@ struct cps_opts {
 struct cps;
 
 /*
- * Check the options and start the sync thread; the first round starts at
- * once. Returns 0 and the client in *ret, or -EINVAL (bad url, token or node;
- * err says which), -ENOMEM, or another -errno. The hooks and the strings of
- * o are copied; hooks->opaque must outlive cps_stop(). Initialises libcurl
- * globally on first use.
+ * Check the options without starting anything, as cps_start() does: url,
+ * token and node; ca_file a readable regular file; cert_file and key_file
+ * both or neither, only with an https:// url, readable, the certificate and
+ * the unencrypted key parse and match, the key file is owned by us and has
+ * no group/other permission. For a daemon to refuse to start early. Returns
+ * 0, or -EINVAL (bad option or file content), -EPERM (key file permission or
+ * owner), -EFBIG (a PEM file over 1 MiB), -ENOMEM, or the -errno of open(2);
+ * err says which option and file. Initialises libcurl globally on first use.
+ */
+int cps_opts_check(const struct cps_opts *o, char *err, size_t errlen);
+
+/*
+ * Check the options (cps_opts_check()) and start the sync thread; the first
+ * round starts at once. Returns 0 and the client in *ret, or an error of
+ * cps_opts_check(), -EINVAL (missing hooks), -ENOMEM, or another -errno. The
+ * hooks and the strings of o are copied; hooks->opaque must outlive
+ * cps_stop(). The certificate files are checked here, and libcurl reads them
+ * again for each new connection to the control plane.
  */
 int cps_start(const struct cps_opts *o, const struct cps_hooks *h, struct cps **ret, char *err,
 	      size_t errlen);

@@ -77,7 +77,7 @@ struct daemon {
 	struct mgmt *mgmt;
 	int mgmt_gid;
 	/* managed mode */
-	const char *cp_url, *cp_token_file, *cp_ca, *node;
+	const char *cp_url, *cp_token_file, *cp_ca, *cp_cert, *cp_key, *node;
 	char *cp_token;
 	unsigned cp_interval_ms;
 	struct cps *cps;
@@ -133,6 +133,9 @@ static void usage(FILE *f)
 		"                        answer 503 not_synced until their first config\n"
 		"  --control-plane-token-file F  bearer token (else SLUICE_CONTROL_PLANE_TOKEN)\n"
 		"  --control-plane-ca F  PEM bundle to verify the control plane (default: system)\n"
+		"  --control-plane-cert F  client certificate (PEM) for a control plane that\n"
+		"                        requires one (mTLS); with --control-plane-key\n"
+		"  --control-plane-key F  its private key (PEM, unencrypted, mode 0600)\n"
 		"  --node-name NAME      this node's name for the control plane (default: hostname)\n"
 		"  --sync-interval MS    poll interval, with jitter and backoff (default 5000)\n"
 		"\n"
@@ -150,7 +153,7 @@ static void usage(FILE *f)
 }
 
 /* Long options without a short letter. */
-enum { OPT_UDP_PORT = 1000, OPT_UDP_IDLE };
+enum { OPT_UDP_PORT = 1000, OPT_UDP_IDLE, OPT_CP_CERT, OPT_CP_KEY };
 
 static long parse_num(const char *opt, const char *s, long min, long max)
 {
@@ -1038,6 +1041,13 @@ static void op_status(void *opaque, struct mgmt_call *c)
 		       (json_int_t)d->udp_port, "ca",
 		       tls_ca_path(d->tls), "cert_cache_hits", (json_int_t)hits,
 		       "cert_cache_misses", (json_int_t)misses, "sandboxes", arr, "proxy", pj);
+	if (st && d->cp_url) {
+		/* managed mode: why the last sync round failed (null: it did not) */
+		pthread_mutex_lock(&d->lock);
+		json_object_set_new(st, "control_plane_last_error",
+				    d->cp_last_error[0] ? json_string(d->cp_last_error) : json_null());
+		pthread_mutex_unlock(&d->lock);
+	}
 	mgmt_reply(c, 200, st);
 }
 
@@ -1339,6 +1349,8 @@ int main(int argc, char **argv)
 		{ "control-plane", required_argument, NULL, 'U' },
 		{ "control-plane-token-file", required_argument, NULL, 'K' },
 		{ "control-plane-ca", required_argument, NULL, 'A' },
+		{ "control-plane-cert", required_argument, NULL, OPT_CP_CERT },
+		{ "control-plane-key", required_argument, NULL, OPT_CP_KEY },
 		{ "node-name", required_argument, NULL, 'N' },
 		{ "sync-interval", required_argument, NULL, 'I' },
 		{ "log-level", required_argument, NULL, 'l' },
@@ -1406,6 +1418,8 @@ int main(int argc, char **argv)
 		case 'U': d->cp_url = optarg; break;
 		case 'K': d->cp_token_file = optarg; break;
 		case 'A': d->cp_ca = optarg; break;
+		case OPT_CP_CERT: d->cp_cert = optarg; break;
+		case OPT_CP_KEY: d->cp_key = optarg; break;
 		case 'N': d->node = optarg; break;
 		case 'I':
 			d->cp_interval_ms = (unsigned)parse_num("--sync-interval", optarg, 100, 3600000);
@@ -1432,6 +1446,11 @@ int main(int argc, char **argv)
 	}
 	if (!!d->ca_cert != !!d->ca_key) {
 		fprintf(stderr, "sluiced: --ca-cert and --ca-key go together\n");
+		return 2;
+	}
+	if (!!d->cp_cert != !!d->cp_key) {
+		fprintf(stderr,
+			"sluiced: --control-plane-cert and --control-plane-key go together\n");
 		return 2;
 	}
 	if (d->cp_url) {
@@ -1461,6 +1480,18 @@ int main(int argc, char **argv)
 		if (!d->node) {
 			gethostname(host, sizeof(host) - 1);
 			d->node = host;
+		}
+		/* before anything is set up: a bad URL or an unusable certificate or key
+		 * file stops the daemon here */
+		{
+			struct cps_opts co = { .url = d->cp_url, .token = d->cp_token,
+					       .node = d->node, .ca_file = d->cp_ca,
+					       .cert_file = d->cp_cert, .key_file = d->cp_key };
+
+			if (cps_opts_check(&co, err, sizeof(err)) < 0) {
+				fprintf(stderr, "sluiced: --control-plane: %s\n", err);
+				return 1;
+			}
 		}
 	}
 	if (geteuid() != 0) {
@@ -1610,7 +1641,8 @@ int main(int argc, char **argv)
 		struct cps_hooks h = { .report = cp_report, .apply = cp_apply,
 				       .rejected = cp_rejected, .done = cp_done, .opaque = d };
 		struct cps_opts co = { .url = d->cp_url, .token = d->cp_token, .node = d->node,
-				       .interval_ms = d->cp_interval_ms, .ca_file = d->cp_ca };
+				       .interval_ms = d->cp_interval_ms, .ca_file = d->cp_ca,
+				       .cert_file = d->cp_cert, .key_file = d->cp_key };
 
 		r = cps_start(&co, &h, &d->cps, err, sizeof(err));
 		if (r < 0) {

@@ -2,8 +2,10 @@
 /*
  * cpsync: the control-plane client against the reference control plane
  * (scripts/sluice-control-plane.py, started per test on loopback port 0 with a
- * temp state file), plus pol_load_buffer_ex() (controlplane: secrets) and the
- * response checks reached directly (this file includes cpsync.c).
+ * temp state file; over TLS with a client certificate for the tls_ tests, with
+ * certificates the openssl CLI makes per test), plus pol_load_buffer_ex()
+ * (controlplane: secrets) and the response checks reached directly (this file
+ * includes cpsync.c).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -29,6 +31,10 @@ struct cp {
 	pid_t pid;
 	char dir[64];
 	char sync[80], admin[80], url[128];
+	bool tls;               /* sync over TLS, client certificate required */
+	/* what node_start() gives the client when tls: the CA of the server's
+	 * certificate, and a client certificate (cert[0] == 0: none) */
+	char ca[96], cert[96], key[96];
 };
 
 static const char *script_path(void)
@@ -60,9 +66,41 @@ static void json_field(const char *txt, const char *key, char *out, size_t outle
 	json_decref(j);
 }
 
-static void cp_start(struct cp *cp)
+/*
+ * Certificates in dir (openssl CLI; keys 0600): CAs cpca (the server's),
+ * clientca (the clients' the server trusts) and otherca; leaves server
+ * (cpca, IP:127.0.0.1), node (clientca) and stranger (otherca), as
+ * NAME.pem + NAME.key.
+ */
+static void certs_make(const char *dir)
 {
-	char state[128], ready[128], buf[512];
+	char cmd[2048];
+
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && umask 077 && { "
+		 "ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-days 2 -subj \"/CN=$1\" -keyout $1.key -out $1.pem "
+		 "-addext basicConstraints=critical,CA:TRUE "
+		 "-addext keyUsage=critical,keyCertSign,cRLSign; } && "
+		 "leaf() { openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-subj \"/CN=$1\" -keyout $1.key -out $1.csr && printf '%%s\\n' \"$3\" >$1.ext && "
+		 "openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -days 2 "
+		 "-extfile $1.ext -out $1.pem; } && "
+		 "ca cpca && ca clientca && ca otherca && "
+		 "leaf server cpca subjectAltName=IP:127.0.0.1 && "
+		 "leaf node clientca extendedKeyUsage=clientAuth && "
+		 "leaf stranger otherca extendedKeyUsage=clientAuth && chmod 600 *.key; "
+		 "} >certs.log 2>&1",
+		 dir);
+	cr_assert_eq(system(cmd), 0, "making test certificates with openssl failed: %s/certs.log",
+		     dir);
+}
+
+static void cp_launch(struct cp *cp, bool tls)
+{
+	char state[128], ready[128], buf[512], tcert[96], tkey[96], cca[96];
+	const char *argv[24];
+	unsigned k = 0;
 	int fd;
 	ssize_t n = 0;
 
@@ -71,6 +109,35 @@ static void cp_start(struct cp *cp)
 	cr_assert_not_null(mkdtemp(cp->dir));
 	snprintf(state, sizeof(state), "%s/state.json", cp->dir);
 	snprintf(ready, sizeof(ready), "%s/ready", cp->dir);
+	argv[k++] = "python3";
+	argv[k++] = script_path();
+	argv[k++] = "--listen";
+	argv[k++] = "127.0.0.1:0";
+	argv[k++] = "--token";
+	argv[k++] = TOKEN;
+	argv[k++] = "--state";
+	argv[k++] = state;
+	argv[k++] = "--ready-file";
+	argv[k++] = ready;
+	argv[k++] = "--max-conns";
+	argv[k++] = "16";
+	if (tls) {
+		certs_make(cp->dir);
+		cp->tls = true;
+		snprintf(tcert, sizeof(tcert), "%s/server.pem", cp->dir);
+		snprintf(tkey, sizeof(tkey), "%s/server.key", cp->dir);
+		snprintf(cca, sizeof(cca), "%s/clientca.pem", cp->dir);
+		snprintf(cp->ca, sizeof(cp->ca), "%s/cpca.pem", cp->dir);
+		snprintf(cp->cert, sizeof(cp->cert), "%s/node.pem", cp->dir);
+		snprintf(cp->key, sizeof(cp->key), "%s/node.key", cp->dir);
+		argv[k++] = "--tls-cert";
+		argv[k++] = tcert;
+		argv[k++] = "--tls-key";
+		argv[k++] = tkey;
+		argv[k++] = "--client-ca";
+		argv[k++] = cca;
+	}
+	argv[k] = NULL;
 	cp->pid = fork();
 	cr_assert(cp->pid >= 0);
 	if (!cp->pid) {
@@ -78,9 +145,7 @@ static void cp_start(struct cp *cp)
 
 		if (null >= 0)
 			dup2(null, 1); /* its "listening on" line; errors stay on stderr */
-		execlp("python3", "python3", script_path(), "--listen", "127.0.0.1:0", "--token",
-		       TOKEN, "--state", state, "--ready-file", ready, "--max-conns", "16",
-		       (char *)NULL);
+		execvp("python3", (char **)argv);
 		_exit(127);
 	}
 	for (int i = 0; i < 200; i++) { /* 10 s */
@@ -96,8 +161,11 @@ static void cp_start(struct cp *cp)
 	buf[n] = '\0';
 	json_field(buf, "sync", cp->sync, sizeof(cp->sync));
 	json_field(buf, "admin", cp->admin, sizeof(cp->admin));
-	snprintf(cp->url, sizeof(cp->url), "http://%s", cp->sync);
+	snprintf(cp->url, sizeof(cp->url), "%s://%s", tls ? "https" : "http", cp->sync);
 }
+
+static void cp_start(struct cp *cp) { cp_launch(cp, false); }
+static void cp_start_tls(struct cp *cp) { cp_launch(cp, true); }
 
 static void cp_stop(struct cp *cp)
 {
@@ -371,6 +439,14 @@ static struct cps *node_start(struct node *n, struct cp *cp, struct cps_opts *o)
 			o->node = d.node;
 		d = *o;
 	}
+	if (cp->tls) {
+		if (!d.ca_file)
+			d.ca_file = cp->ca;
+		if (!d.cert_file && cp->cert[0]) {
+			d.cert_file = cp->cert;
+			d.key_file = cp->key;
+		}
+	}
 	cr_assert_eq(cps_start(&d, &h, &c, err, sizeof(err)), 0, "%s", err);
 	__atomic_store_n(&n->cps, c, __ATOMIC_RELEASE);
 	return c;
@@ -506,7 +582,8 @@ Test(cpsync, revoked_and_disabled_are_applied)
  * bob and breaks. Rounds fail (done ok=false), apply is never called, alice
  * stays, the delay doubles up to the maximum; clearing the fault recovers.
  */
-static void fault_case(const char *fault, unsigned ms, bool content_length, const char *want)
+static void fault_case_ex(const char *fault, unsigned ms, bool content_length,
+			  const char *want, bool tls)
 {
 	struct cp cp;
 	struct node n;
@@ -516,7 +593,7 @@ static void fault_case(const char *fault, unsigned ms, bool content_length, cons
 	struct cps_stats st;
 	unsigned fails0, d;
 
-	cp_start(&cp);
+	cp_launch(&cp, tls);
 	cp_put(&cp, "sb1", "alice", "active", NULL);
 	node_init(&n, 1);
 	c = node_start(&n, &cp, &o);
@@ -561,6 +638,11 @@ static void fault_case(const char *fault, unsigned ms, bool content_length, cons
 	cp_stop(&cp);
 }
 
+static void fault_case(const char *fault, unsigned ms, bool content_length, const char *want)
+{
+	fault_case_ex(fault, ms, content_length, want, false);
+}
+
 Test(cpsync, fault_500) { fault_case("500", 0, false, "HTTP 500"); }
 Test(cpsync, fault_malformed) { fault_case("malformed", 0, false, "invalid JSON"); }
 Test(cpsync, fault_oversized) { fault_case("oversized", 0, false, "larger than 4194304"); }
@@ -572,6 +654,93 @@ Test(cpsync, fault_wrong_hash) { fault_case("wrong_hash", 0, false, "config_hash
 Test(cpsync, fault_down) { fault_case("down", 0, false, "control plane: "); }
 Test(cpsync, fault_slow_beyond_timeout) { fault_case("slow", 1500, false, "timed out"); }
 Test(cpsync, fault_hang) { fault_case("hang", 0, false, "timed out"); }
+
+/* the same faults over TLS with a client certificate */
+Test(cpsync, tls_fault_500) { fault_case_ex("500", 0, false, "HTTP 500", true); }
+Test(cpsync, tls_fault_malformed) { fault_case_ex("malformed", 0, false, "invalid JSON", true); }
+Test(cpsync, tls_fault_oversized)
+{
+	fault_case_ex("oversized", 0, false, "larger than 4194304", true);
+}
+Test(cpsync, tls_fault_oversized_content_length)
+{
+	fault_case_ex("oversized", 0, true, "larger than 4194304", true);
+}
+Test(cpsync, tls_fault_wrong_hash)
+{
+	fault_case_ex("wrong_hash", 0, false, "config_hash mismatch", true);
+}
+Test(cpsync, tls_fault_down) { fault_case_ex("down", 0, false, "control plane: ", true); }
+Test(cpsync, tls_fault_slow_beyond_timeout)
+{
+	fault_case_ex("slow", 1500, false, "timed out", true);
+}
+Test(cpsync, tls_fault_hang) { fault_case_ex("hang", 0, false, "timed out", true); }
+
+/*
+ * Mutual TLS: with the client certificate the rounds work; without one,
+ * with one from another CA, or trusting another CA for the server, every
+ * round fails in the handshake, nothing is applied, and the control plane
+ * never saw a request.
+ */
+Test(cpsync, tls_client_certificate)
+{
+	struct cp cp;
+	struct node n;
+	struct cps *c;
+	struct resp *r = malloc(sizeof(*r));
+	char other_ca[96], stranger[96], stranger_key[96];
+	struct {
+		const char *what, *ca, *cert, *key, *want;
+	} bad[] = {
+		{ "no client certificate", NULL, "", "", "alert certificate required" },
+		{ "a client certificate of another CA", NULL, stranger, stranger_key,
+		  "alert unknown ca" },
+		{ "the server not trusted", other_ca, NULL, NULL, "SSL certificate problem" },
+	};
+
+	cp_start_tls(&cp);
+	snprintf(other_ca, sizeof(other_ca), "%s/otherca.pem", cp.dir);
+	snprintf(stranger, sizeof(stranger), "%s/stranger.pem", cp.dir);
+	snprintf(stranger_key, sizeof(stranger_key), "%s/stranger.key", cp.dir);
+	cp_put(&cp, "sb1", "alice", "active", NULL);
+
+	node_init(&n, 1);
+	c = node_start(&n, &cp, NULL);
+	cr_assert(node_wait(&n, &n.applies, 1, 10000), "%s", n.last_error);
+	pthread_mutex_lock(&n.mu);
+	cr_expect_str_eq(n.key[0], "real-key-of-alice");
+	pthread_mutex_unlock(&n.mu);
+	node_stop(&n, c);
+
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct cps_opts o = { .interval_ms = 100, .jitter_pct = 1, .backoff_min_ms = 20,
+				      .backoff_max_ms = 40, .ca_file = bad[i].ca };
+		char cert[96], key[96];
+
+		snprintf(cert, sizeof(cert), "%s", cp.cert);
+		snprintf(key, sizeof(key), "%s", cp.key);
+		if (bad[i].cert) {
+			snprintf(cp.cert, sizeof(cp.cert), "%s", bad[i].cert);
+			snprintf(cp.key, sizeof(cp.key), "%s", bad[i].key);
+		}
+		cr_assert_eq(cp_admin(&cp, "DELETE", "/admin/log", NULL, NULL), 200);
+		node_init(&n, 1);
+		c = node_start(&n, &cp, &o);
+		cr_assert(node_wait(&n, &n.fails, 2, 10000), "%s", bad[i].what);
+		node_stop(&n, c);
+		cr_expect_eq(n.applies, 0, "%s: applied", bad[i].what);
+		cr_expect(strstr(n.last_error, bad[i].want), "%s: '%s' lacks '%s'", bad[i].what,
+			  n.last_error, bad[i].want);
+		cr_assert_eq(cp_admin(&cp, "GET", "/admin/log", NULL, r), 200);
+		cr_expect_str_eq(r->buf, "{\"requests\": []}", "%s: a request got through",
+				 bad[i].what);
+		snprintf(cp.cert, sizeof(cp.cert), "%s", cert);
+		snprintf(cp.key, sizeof(cp.key), "%s", key);
+	}
+	cp_stop(&cp);
+	free(r);
+}
 
 Test(cpsync, slow_within_timeout)
 {
@@ -864,6 +1033,112 @@ Test(cpsync, start_refuses_bad_options)
 		cr_expect_str_eq(c->sync_url, "http://127.0.0.1:1/v1/sync");
 		cps_stop(c);
 	}
+}
+
+/*
+ * The client certificate options: both or neither, https only, readable
+ * regular files, a certificate and an unencrypted key that match, the key
+ * private to us. cps_opts_check() and cps_start() give the same answer.
+ */
+Test(cpsync, client_cert_options)
+{
+	struct cps_hooks h = { .report = no_report, .apply = no_apply, .done = no_done };
+	char dir[64] = "/tmp/cpsync-certs-XXXXXX", cmd[512], f[12][128];
+	enum { CERT, KEY, OTHER_KEY, OPEN_KEY, GROUP_KEY, ENC_KEY, JUNK, CA, NONE, KEY_MISSING };
+	static const char *const names[] = { "node.pem", "node.key", "stranger.key",
+					     "open.key", "group.key", "enc.key", "junk.pem",
+					     "cpca.pem", "none.pem", "none.key" };
+	struct cps *c = NULL;
+	char err[512];
+	struct {
+		const char *url;
+		int cert, key, ca; /* index in f, or -1 */
+		int rc;
+		const char *want;
+	} cases[] = {
+		{ "https://cp.test", CERT, -1, -1, -EINVAL, "go together (a certificate without" },
+		{ "https://cp.test", -1, KEY, -1, -EINVAL, "go together (a key without" },
+		{ "http://127.0.0.1:1", CERT, KEY, -1, -EINVAL, "needs an https:// URL" },
+		{ "https://cp.test", NONE, KEY, -1, -ENOENT, "client certificate " },
+		{ "https://cp.test", CERT, KEY_MISSING, -1, -ENOENT, "client key " },
+		{ "https://cp.test", CERT, KEY, NONE, -ENOENT, "CA bundle " },
+		{ "https://cp.test", 11, KEY, -1, -EINVAL, "not a regular file" },
+		{ "https://cp.test", CERT, OPEN_KEY, -1, -EPERM, "permission 0644 is too open" },
+		{ "https://cp.test", CERT, GROUP_KEY, -1, -EPERM, "permission 0640 is too open" },
+		{ "https://cp.test", CERT, OTHER_KEY, -1, -EINVAL, "does not match the cert" },
+		{ "https://cp.test", JUNK, KEY, -1, -EINVAL, "no PEM certificate" },
+		{ "https://cp.test", CERT, JUNK, -1, -EINVAL, "not an unencrypted PEM private key" },
+		{ "https://cp.test", CERT, ENC_KEY, -1, -EINVAL, "not an unencrypted PEM" },
+	};
+
+	cr_assert_not_null(mkdtemp(dir));
+	certs_make(dir);
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		snprintf(f[i], sizeof(f[i]), "%s/%s", dir, names[i]);
+	snprintf(f[11], sizeof(f[11]), "%s", dir); /* a directory */
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && cp node.key open.key && chmod 644 open.key && cp node.key group.key && "
+		 "chmod 640 group.key && echo junk >junk.pem && chmod 600 junk.pem && "
+		 "openssl pkey -in node.key -aes256 -passout pass:secret -out enc.key "
+		 "2>/dev/null && chmod 600 enc.key", dir);
+	cr_assert_eq(system(cmd), 0);
+
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cps_opts o = { .url = cases[i].url, .token = "t", .node = "n",
+				      .cert_file = cases[i].cert >= 0 ? f[cases[i].cert] : NULL,
+				      .key_file = cases[i].key >= 0 ? f[cases[i].key] : NULL,
+				      .ca_file = cases[i].ca >= 0 ? f[cases[i].ca] : NULL };
+
+		err[0] = '\0';
+		cr_expect_eq(cps_opts_check(&o, err, sizeof(err)), cases[i].rc, "%u: %s", i, err);
+		cr_expect(strstr(err, cases[i].want), "%u: '%s' lacks '%s'", i, err, cases[i].want);
+		err[0] = '\0';
+		cr_expect_eq(cps_start(&o, &h, &c, err, sizeof(err)), cases[i].rc, "%u: %s", i, err);
+		cr_expect(strstr(err, cases[i].want), "%u: '%s' lacks '%s'", i, err, cases[i].want);
+		cr_expect_null(c);
+	}
+	/* the error names the file */
+	{
+		struct cps_opts o = { .url = "https://cp.test", .token = "t", .node = "n",
+				      .cert_file = f[CERT], .key_file = f[OPEN_KEY] };
+
+		cps_opts_check(&o, err, sizeof(err));
+		cr_expect(strstr(err, f[OPEN_KEY]), "%s", err);
+	}
+	/* not ours: refused like sluiced's CA key (only root can make one here) */
+	if (geteuid() == 0) {
+		struct cps_opts o = { .url = "https://cp.test", .token = "t", .node = "n",
+				      .cert_file = f[CERT], .key_file = f[GROUP_KEY] };
+
+		cr_assert_eq(chmod(f[GROUP_KEY], 0600), 0);
+		cr_assert_eq(chown(f[GROUP_KEY], 1, 1), 0);
+		cr_expect_eq(cps_opts_check(&o, err, sizeof(err)), -EPERM, "%s", err);
+		cr_expect(strstr(err, "owned by uid 1"), "%s", err);
+	} else {
+		/* unreadable for us (root reads anything) */
+		struct cps_opts o = { .url = "https://cp.test", .token = "t", .node = "n",
+				      .cert_file = f[CERT], .key_file = f[KEY] };
+
+		cr_assert_eq(chmod(f[CERT], 0), 0);
+		cr_expect_eq(cps_opts_check(&o, err, sizeof(err)), -EACCES, "%s", err);
+		cr_expect(strstr(err, "Permission denied"), "%s", err);
+		cr_assert_eq(chmod(f[CERT], 0600), 0);
+	}
+	/* good: checked, started, the files kept for libcurl */
+	{
+		struct cps_opts o = { .url = "https://127.0.0.1:1", .token = "t", .node = "n",
+				      .cert_file = f[CERT], .key_file = f[KEY], .ca_file = f[CA],
+				      .connect_timeout_ms = 100 };
+
+		cr_expect_eq(cps_opts_check(&o, err, sizeof(err)), 0, "%s", err);
+		cr_assert_eq(cps_start(&o, &h, &c, err, sizeof(err)), 0, "%s", err);
+		cr_expect_str_eq(c->cert_file, f[CERT]);
+		cr_expect_str_eq(c->key_file, f[KEY]);
+		cr_expect_str_eq(c->ca_file, f[CA]);
+		cps_stop(c);
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_expect_eq(system(cmd), 0);
 }
 
 /* ---- the response checks, without a server ---- */
