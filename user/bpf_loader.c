@@ -632,7 +632,7 @@ struct bpfl_deny_key {
 };
 
 /* Canonical key: host bits beyond the prefix cleared, so equal CIDRs compare equal. */
-static int bpfl_deny_key(uint64_t cg_id, const struct bpfl_cidr *c, struct bpfl_deny_key *k)
+static int bpfl_deny_key(uint64_t cg_id, const struct cidr *c, struct bpfl_deny_key *k)
 {
 	unsigned alen, i;
 	unsigned char *addr, *cg;
@@ -661,7 +661,7 @@ static int bpfl_deny_key(uint64_t cg_id, const struct bpfl_cidr *c, struct bpfl_
 }
 
 static bool bpfl_deny_wanted(int family, const void *key, size_t ksz, uint64_t cg_id,
-			     const struct bpfl_cidr *cidrs, unsigned n)
+			     const struct cidr *cidrs, unsigned n)
 {
 	struct bpfl_deny_key k;
 	unsigned i;
@@ -681,7 +681,7 @@ static bool bpfl_deny_wanted(int family, const void *key, size_t ksz, uint64_t c
  * walking a trie with get_next_key could skip entries. Bounded by the map
  * size.
  */
-static int bpfl_deny_prune(int fd, int family, uint64_t cg_id, const struct bpfl_cidr *cidrs,
+static int bpfl_deny_prune(int fd, int family, uint64_t cg_id, const struct cidr *cidrs,
 			   unsigned n)
 {
 	size_t ksz = family == AF_INET ? sizeof(struct sluice_deny4_key)
@@ -730,7 +730,7 @@ out_free:
  * cidrs[0..n), values[i] (vsz bytes each) going with cidrs[i]: new entries
  * first, stale ones deleted after (see above).
  */
-static int bpfl_trie_set(int fd4, int fd6, uint64_t cgroup_id, const struct bpfl_cidr *cidrs,
+static int bpfl_trie_set(int fd4, int fd6, uint64_t cgroup_id, const struct cidr *cidrs,
 			 const void *values, size_t vsz, unsigned n)
 {
 	struct bpfl_deny_key k;
@@ -755,7 +755,7 @@ static int bpfl_trie_set(int fd4, int fd6, uint64_t cgroup_id, const struct bpfl
 	return bpfl_deny_prune(fd6, AF_INET6, cgroup_id, cidrs, n);
 }
 
-int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *cidrs, unsigned n)
+int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct cidr *cidrs, unsigned n)
 {
 	struct sluice_deny_val *vals;
 	int r;
@@ -786,7 +786,7 @@ int bpfl_set_udp_allow(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_udp
 		       unsigned n)
 {
 	struct sluice_udp_allow_val *vals;
-	struct bpfl_cidr *cidrs;
+	struct cidr *cidrs;
 	unsigned i, j;
 	int r = -ENOMEM;
 

@@ -19,6 +19,8 @@
 #include <netinet/in.h>
 #include <sluice/sluice_kern_user.h>
 
+#include "cidr.h"
+
 struct bpfl;
 
 struct bpfl_opts {
@@ -81,11 +83,7 @@ int bpfl_conn_take(struct bpfl *b, int accepted_fd, struct sluice_orig *ret_orig
  * (so ::ffff:a.b.c.d/(96+n) entries work too); an AF_INET socket only
  * against the IPv4 entries.
  */
-struct bpfl_cidr {
-	int family;              /* AF_INET or AF_INET6 */
-	unsigned char addr[16];  /* network order; IPv4 in the first 4 bytes */
-	unsigned prefix;         /* 0..32 or 0..128; host bits are ignored */
-};
+/* Entries are struct cidr (cidr.h); host bits are ignored. */
 
 #define BPFL_DENY_MAX 4096 /* entries per bpfl_set_deny call */
 
@@ -97,7 +95,7 @@ struct bpfl_cidr {
  * -ENOMEM (map full: the entries inserted so far stay, more is denied, never
  * less), or -errno. Not thread-safe against itself for one cgroup_id.
  */
-int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct bpfl_cidr *cidrs, unsigned n);
+int bpfl_set_deny(struct bpfl *b, uint64_t cgroup_id, const struct cidr *cidrs, unsigned n);
 
 /* Remove every deny entry of cgroup_id (call it on detach). 0 or -errno. */
 int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id);
@@ -116,7 +114,7 @@ int bpfl_clear_deny(struct bpfl *b, uint64_t cgroup_id);
  * datagram, so nothing more is relayed), or -errno.
  */
 struct bpfl_udp_allow {
-	struct bpfl_cidr cidr;
+	struct cidr cidr;
 	unsigned nranges;                 /* 1..SLUICE_UDP_RANGES_MAX */
 	struct {
 		uint16_t lo, hi;          /* host order, lo <= hi */

@@ -183,7 +183,7 @@ struct pol {
 	const char *upstream_ca;
 	enum pol_dns_mode dns_mode;
 	const char *dns_resolver;
-	struct pol_cidr *net_deny, *net_allow;
+	struct cidr *net_deny, *net_allow;
 	unsigned nnet_deny, nnet_allow;
 	struct pol_udp_rule *udp;
 	unsigned nudp;
@@ -1846,7 +1846,7 @@ out_bad_resolver:
 	return FAILN(c, v[1], "invalid dns resolver '%s': use ip, ip:port or [ipv6]:port", b);
 }
 
-static int parse_cidr(const char *s, struct pol_cidr *out, const char **why)
+static int parse_cidr(const char *s, struct cidr *out, const char **why)
 {
 	char addr[64];
 	const char *slash = strchr(s, '/');
@@ -1888,35 +1888,6 @@ static int parse_cidr(const char *s, struct pol_cidr *out, const char **why)
 	return 0;
 }
 
-/* Widen a v4 CIDR to its IPv4-mapped IPv6 form. */
-static struct pol_cidr cidr_as_v6(const struct pol_cidr *c)
-{
-	struct pol_cidr r = *c;
-
-	if (c->family == AF_INET) {
-		memset(r.addr, 0, 16);
-		r.addr[10] = r.addr[11] = 0xff;
-		memcpy(r.addr + 12, c->addr, 4);
-		r.family = AF_INET6;
-		r.prefix = c->prefix + 96;
-	}
-	return r;
-}
-
-static bool cidr_overlap(const struct pol_cidr *x, const struct pol_cidr *y)
-{
-	struct pol_cidr a = cidr_as_v6(x), b = cidr_as_v6(y);
-	unsigned pfx = a.prefix < b.prefix ? a.prefix : b.prefix;
-
-	for (unsigned bit = 0; bit < pfx; bit++) {
-		unsigned m = 0x80 >> (bit % 8);
-
-		if ((a.addr[bit / 8] & m) != (b.addr[bit / 8] & m))
-			return false;
-	}
-	return true;
-}
-
 /* Ranges network.allow may never open: cloud metadata services, in every
  * form a socket can spell them (v4-mapped is covered by cidr_overlap). */
 static const char *const metadata_ranges[] = {
@@ -1929,10 +1900,10 @@ static const char *const metadata_ranges[] = {
 };
 
 /* The first metadata range x overlaps (in any spelling), or NULL. */
-static const char *metadata_overlap(const struct pol_cidr *x)
+static const char *metadata_overlap(const struct cidr *x)
 {
 	for (unsigned m = 0; m < sizeof(metadata_ranges) / sizeof(*metadata_ranges); m++) {
-		struct pol_cidr md;
+		struct cidr md;
 		const char *why;
 
 		parse_cidr(metadata_ranges[m], &md, &why);
@@ -1945,7 +1916,7 @@ static const char *metadata_overlap(const struct pol_cidr *x)
 static int compile_cidrs(struct cc *c, const struct ynode *n, bool allow)
 {
 	struct pol *p = c->p;
-	struct pol_cidr *out;
+	struct cidr *out;
 	unsigned i = 0;
 	char b[80];
 	int rc = get_seq(c, n, allow ? "'network.allow'" : "'network.deny'", POL_CIDRS_MAX, true);
@@ -2056,13 +2027,7 @@ static int compile_udp_rule(struct cc *c, const struct ynode *n, unsigned idx,
 			     q(v[1]->s, v[1]->len, b, sizeof(b)), md);
 	/* ::ffff:a.b.c.d/n is the IPv4 CIDR a.b.c.d/(n-96): one spelling for the
 	 * daemon (a shorter prefix would cover 169.254.0.0/16, refused above) */
-	if (r->to.family == AF_INET6 && r->to.prefix >= 96 &&
-	    !memcmp(r->to.addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) {
-		memmove(r->to.addr, r->to.addr + 12, 4);
-		memset(r->to.addr + 4, 0, 12);
-		r->to.family = AF_INET;
-		r->to.prefix -= 96;
-	}
+	r->to = cidr_unmap(&r->to);
 	rc = get_seq(c, v[2], "'ports'", POL_UDP_PORTS_MAX, false);
 	for (const struct ynode *x = v[2]->child; x && !rc; x = x->next)
 		rc = compile_udp_port(c, x, &r->ports[r->nports++]);
@@ -2501,7 +2466,7 @@ unsigned pol_net_deny_count(const struct pol *p)
 	return p->nnet_deny;
 }
 
-const struct pol_cidr *pol_net_deny_at(const struct pol *p, unsigned i)
+const struct cidr *pol_net_deny_at(const struct pol *p, unsigned i)
 {
 	return i < p->nnet_deny ? &p->net_deny[i] : NULL;
 }
@@ -2511,7 +2476,7 @@ unsigned pol_net_allow_count(const struct pol *p)
 	return p->nnet_allow;
 }
 
-const struct pol_cidr *pol_net_allow_at(const struct pol *p, unsigned i)
+const struct cidr *pol_net_allow_at(const struct pol *p, unsigned i)
 {
 	return i < p->nnet_allow ? &p->net_allow[i] : NULL;
 }
@@ -2526,33 +2491,15 @@ const struct pol_udp_rule *pol_net_udp_at(const struct pol *p, unsigned i)
 	return i < p->nudp ? &p->udp[i] : NULL;
 }
 
-/* Is a (IPv6 or IPv4-mapped form) inside net? */
-static bool cidr_contains(const struct pol_cidr *net, const unsigned char a[16])
-{
-	struct pol_cidr n6 = cidr_as_v6(net);
-	unsigned full = n6.prefix / 8, rest = n6.prefix % 8;
-	unsigned char m = (unsigned char)(0xff00 >> rest);
-
-	return !memcmp(n6.addr, a, full) && (!rest || !((n6.addr[full] ^ a[full]) & m));
-}
-
 const struct pol_udp_rule *pol_udp_match(const struct pol *p, int family,
 					 const unsigned char addr[16], uint16_t port)
 {
-	unsigned char a[16] = { [10] = 0xff, [11] = 0xff };
-
-	if (!p || !addr || !port)
-		return NULL;
-	if (family == AF_INET)
-		memcpy(a + 12, addr, 4);
-	else if (family == AF_INET6)
-		memcpy(a, addr, 16);
-	else
+	if (!p || !addr || !port || (family != AF_INET && family != AF_INET6))
 		return NULL;
 	for (unsigned i = 0; i < p->nudp; i++) {
 		const struct pol_udp_rule *r = &p->udp[i];
 
-		if (!cidr_contains(&r->to, a))
+		if (!cidr_contains(&r->to, family, addr))
 			continue;
 		for (unsigned k = 0; k < r->nports; k++)
 			if (r->ports[k].lo <= port && port <= r->ports[k].hi)

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cidr.h"
+
 /* Hard limits of the language (docs/policy.md lists them all). */
 #define POL_FILE_MAX (1024 * 1024)      /* bytes of YAML */
 #define POL_DEPTH_MAX 16                /* nested sequences/mappings */
@@ -193,16 +195,11 @@ enum pol_dns_mode pol_dns_mode(const struct pol *p);
 /* "ip:port" or "[ipv6]:port" (port defaults to 53), or NULL if unset. */
 const char *pol_dns_resolver(const struct pol *p);
 
-/* family is AF_INET (addr[0..3] used) or AF_INET6; host bits are zero. */
-struct pol_cidr {
-	int family;
-	unsigned char addr[16];
-	unsigned prefix;
-};
+/* CIDRs: struct cidr (cidr.h); host bits are zero. */
 unsigned pol_net_deny_count(const struct pol *p);
-const struct pol_cidr *pol_net_deny_at(const struct pol *p, unsigned i);
+const struct cidr *pol_net_deny_at(const struct pol *p, unsigned i);
 unsigned pol_net_allow_count(const struct pol *p);
-const struct pol_cidr *pol_net_allow_at(const struct pol *p, unsigned i);
+const struct cidr *pol_net_allow_at(const struct pol *p, unsigned i);
 
 /*
  * network.udp: UDP destinations a sandbox may send to (through sluiced's UDP
@@ -220,7 +217,7 @@ struct pol_port_range {
 
 struct pol_udp_rule {
 	char name[POL_UDP_NAME_MAX + 1];    /* "udp[<index>]" when the file gives none */
-	struct pol_cidr to;
+	struct cidr to;
 	unsigned nports;
 	struct pol_port_range ports[POL_UDP_PORTS_MAX];
 };

@@ -260,7 +260,7 @@ static int open_listeners(struct daemon *d, const char *netns, const char *owner
 	return 0;
 }
 
-static void ds_from_pol(struct ds_cidr *d, const struct pol_cidr *c, const char *reason)
+static void ds_from_pol(struct ds_cidr *d, const struct cidr *c, const char *reason)
 {
 	d->family = c->family;
 	memcpy(d->addr, c->addr, sizeof(d->addr));
@@ -299,10 +299,10 @@ out:
 }
 
 /* The deny set as BPF LPM entries for bpfl_set_deny (caller frees). */
-static struct bpfl_cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
+static struct cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
 {
 	unsigned n4 = ds_count(ds, AF_INET), n6 = ds_count(ds, AF_INET6), k = 0;
-	struct bpfl_cidr *v = calloc(n4 + n6 + 1, sizeof(*v));
+	struct cidr *v = calloc(n4 + n6 + 1, sizeof(*v));
 
 	if (!v)
 		return NULL;
@@ -320,36 +320,6 @@ static struct bpfl_cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
 	}
 	*ret_n = k;
 	return v;
-}
-
-/* A policy CIDR as the BPF tries see destinations: a v4-mapped IPv6 CIDR
- * (::ffff:a.b.c.d/(96+n)) is the IPv4 CIDR a.b.c.d/n. */
-static struct bpfl_cidr kernel_cidr(const struct pol_cidr *c)
-{
-	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
-	struct bpfl_cidr k = { .family = c->family, .prefix = c->prefix };
-
-	memcpy(k.addr, c->addr, sizeof(k.addr));
-	if (c->family == AF_INET6 && c->prefix >= 96 && !memcmp(c->addr, mapped, 12)) {
-		k.family = AF_INET;
-		memset(k.addr, 0, sizeof(k.addr));
-		memcpy(k.addr, c->addr + 12, 4);
-		k.prefix = c->prefix - 96;
-	}
-	return k;
-}
-
-/* outer holds every address of inner. */
-static bool cidr_covers(const struct bpfl_cidr *outer, const struct bpfl_cidr *inner)
-{
-	unsigned full = outer->prefix / 8, rest = outer->prefix % 8;
-
-	if (outer->family != inner->family || outer->prefix > inner->prefix)
-		return false;
-	if (memcmp(outer->addr, inner->addr, full))
-		return false;
-	return !rest ||
-	       !((outer->addr[full] ^ inner->addr[full]) & (unsigned char)(0xff00 >> rest));
 }
 
 static int range_cmp(const void *a, const void *b)
@@ -379,7 +349,7 @@ static int udp_allow_entries(const struct pol *pol, struct bpfl_udp_allow **ret,
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < nr; i++) {
-		struct bpfl_cidr c = kernel_cidr(&pol_net_udp_at(pol, i)->to);
+		struct cidr c = cidr_unmap(&pol_net_udp_at(pol, i)->to);
 		unsigned na = 0, k;
 
 		for (k = 0; k < n; k++)
@@ -389,7 +359,7 @@ static int udp_allow_entries(const struct pol *pol, struct bpfl_udp_allow **ret,
 			continue; /* already made for an equal CIDR */
 		for (unsigned j = 0; j < nr; j++) {
 			const struct pol_udp_rule *rj = pol_net_udp_at(pol, j);
-			struct bpfl_cidr cj = kernel_cidr(&rj->to);
+			struct cidr cj = cidr_unmap(&rj->to);
 
 			if (!cidr_covers(&cj, &c))
 				continue;
@@ -439,11 +409,11 @@ static int udp_rules_reachable(const struct pol *pol, const struct denyset *ds, 
 {
 	for (unsigned i = 0; i < pol_net_udp_count(pol); i++) {
 		const struct pol_udp_rule *rule = pol_net_udp_at(pol, i);
-		struct bpfl_cidr c = kernel_cidr(&rule->to);
+		struct cidr c = cidr_unmap(&rule->to);
 
 		for (unsigned k = 0; k < ds_count(ds, c.family); k++) {
 			const struct ds_cidr *e = ds_at(ds, c.family, k);
-			struct bpfl_cidr ec = { .family = e->family, .prefix = e->prefix };
+			struct cidr ec = { .family = e->family, .prefix = e->prefix };
 			char a[INET6_ADDRSTRLEN], b[64];
 
 			memcpy(ec.addr, e->addr, sizeof(ec.addr));
@@ -492,7 +462,7 @@ static int enforce_deny(struct daemon *d, struct sandbox_info *si, const struct 
 			bool update, char *err, size_t errlen)
 {
 	struct nft_sandbox_cfg nc;
-	struct bpfl_cidr *v;
+	struct cidr *v;
 	unsigned n = 0;
 	int r;
 

@@ -957,9 +957,9 @@ Test(bpf_loader, sock_create_table)
 
 /* -- deny set -- */
 
-static struct bpfl_cidr cidr(const char *s)
+static struct cidr cidr(const char *s)
 {
-	struct bpfl_cidr c = {};
+	struct cidr c = {};
 	char ip[64];
 	const char *slash = strchr(s, '/');
 
@@ -978,7 +978,7 @@ static struct bpfl_cidr cidr(const char *s)
 
 static void set_deny(const char *cg, const char *const *list, unsigned n)
 {
-	struct bpfl_cidr c[16];
+	struct cidr c[16];
 	unsigned i;
 	int r;
 
@@ -1083,7 +1083,7 @@ Test(bpf_loader, deny_replace_and_clear)
 	/* Host bits set on purpose: the same /24 as above, not a new entry. */
 	static const char *const b[] = { "198.51.100.77/24", "192.0.2.0/24", "2001:db8:bad::/48" };
 	static const char *const sib[] = { "192.0.2.0/24" };
-	struct bpfl_cidr bad;
+	struct cidr bad;
 
 	NEED_ROOT();
 	cr_assert_eq(mkdir(T.cg2, 0755), 0);
@@ -1525,7 +1525,7 @@ static unsigned uallow_count(const char *cg, int family)
  */
 static bool uallow_get(const char *cg, const char *c, struct sluice_udp_allow_val *ret)
 {
-	struct bpfl_cidr x = cidr(c);
+	struct cidr x = cidr(c);
 	unsigned char want[28] = {}, key[28], next[28];
 	uint64_t id = bpfl_cgroup_id(cg);
 	unsigned alen = x.family == AF_INET ? 4 : 16, ksz = 12 + alen, i;

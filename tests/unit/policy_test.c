@@ -139,7 +139,7 @@ Test(policy, every_key)
 		"  allow: [\"10.0.0.0/8\"]\n";
 	const struct pol_secret *s;
 	const struct pol_limits *l;
-	const struct pol_cidr *cidr;
+	const struct cidr *cidr;
 	const struct pol_rule *r = NULL;
 	struct pol *p;
 	unsigned char want4[4] = { 203, 0, 113, 0 };
