@@ -51,6 +51,7 @@ struct bpfl {
 	int conn_fd;
 	int deny4_fd, deny6_fd;
 	int uallow4_fd, uallow6_fd, udp_flows_fd;
+	int sandboxes_fd;
 };
 
 /*
@@ -222,6 +223,7 @@ static int bpfl_set_pins(struct bpfl *b)
 		b->skel->maps.sluice_uallow4,
 		b->skel->maps.sluice_uallow6,
 		b->skel->maps.sluice_udp_flows,
+		b->skel->maps.sluice_sandboxes,
 	};
 	char path[PATH_MAX];
 	size_t i;
@@ -330,6 +332,7 @@ int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 	b->uallow4_fd = bpf_map__fd(b->skel->maps.sluice_uallow4);
 	b->uallow6_fd = bpf_map__fd(b->skel->maps.sluice_uallow6);
 	b->udp_flows_fd = bpf_map__fd(b->skel->maps.sluice_udp_flows);
+	b->sandboxes_fd = bpf_map__fd(b->skel->maps.sluice_sandboxes);
 	*ret_bpfl = b;
 	return 0;
 
@@ -876,6 +879,20 @@ int bpfl_udp_flow_forget(struct bpfl *b, uint64_t netns_cookie, const struct soc
 	if (r < 0)
 		return r;
 	if (bpf_map_delete_elem(b->udp_flows_fd, &key) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int bpfl_sandbox_register(struct bpfl *b, uint64_t cgroup_id, bool on)
+{
+	__u32 v = 0;
+
+	if (!b || !cgroup_id)
+		return -EINVAL;
+	if (on)
+		return bpf_map_update_elem(b->sandboxes_fd, &cgroup_id, &v, BPF_ANY) < 0 ? -errno
+											   : 0;
+	if (bpf_map_delete_elem(b->sandboxes_fd, &cgroup_id) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
 }

@@ -139,6 +139,17 @@ int bpfl_udp_flow_lookup(struct bpfl *b, uint64_t netns_cookie, const struct soc
 			 struct sluice_orig *ret_orig);
 int bpfl_udp_flow_forget(struct bpfl *b, uint64_t netns_cookie, const struct sockaddr *src);
 
+/*
+ * Register (on) or forget a sandbox cgroup. A socket created in that cgroup
+ * or any descendant belongs to the innermost registered cgroup above it:
+ * its id keys the deny and allow tries and is the cgroup_id sluiced gets in
+ * the original-destination records. Register before bpfl_attach_cgroup,
+ * forget after bpfl_detach_cgroup. 0, -EINVAL (cgroup_id 0), -E2BIG (more
+ * than SLUICE_SANDBOX_MAP_MAX sandboxes) or -errno; forgetting an unknown
+ * id is 0.
+ */
+int bpfl_sandbox_register(struct bpfl *b, uint64_t cgroup_id, bool on);
+
 /* Cgroup id (inode number of the cgroup2 directory) of path; 0 on error. */
 uint64_t bpfl_cgroup_id(const char *cgroup_path);
 

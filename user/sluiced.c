@@ -673,10 +673,16 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 		d->host_listening = true;
 	}
 	/* Deny set first: from the moment the programs are attached, denied
-	 * destinations are refused (the tries are keyed by cgroup id). */
+	 * destinations are refused (the tries are keyed by cgroup id); the
+	 * registration makes the cgroup's descendants this sandbox's too. */
 	r = enforce_deny(d, si, gen, false, err, errlen);
 	if (r < 0)
 		goto out_deny;
+	r = bpfl_sandbox_register(d->bpfl, cgid, true);
+	if (r < 0) {
+		snprintf(err, errlen, "register the sandbox cgroup with BPF: %s", strerror(-r));
+		goto out_deny;
+	}
 	r = bpfl_attach_cgroup(d->bpfl, id, cgroup);
 	if (r < 0) {
 		snprintf(err, errlen, "attach BPF programs to %s: %s", cgroup,
@@ -702,6 +708,7 @@ static int do_attach(struct daemon *d, const char *id, const char *cgroup, const
 	return 0;
 
 out_deny:
+	bpfl_sandbox_register(d->bpfl, cgid, false);
 	bpfl_clear_deny(d->bpfl, cgid);
 	bpfl_clear_udp_allow(d->bpfl, cgid);
 	{
@@ -810,6 +817,7 @@ static int do_detach(struct daemon *d, const char *id, char *err, size_t errlen)
 	r = bpfl_detach_cgroup(d->bpfl, id);
 	if (r < 0)
 		log_warn("sandbox=%s: detach BPF links: %s", id, strerror(-r));
+	bpfl_sandbox_register(d->bpfl, si->cgroup_id, false);
 	bpfl_clear_deny(d->bpfl, si->cgroup_id);
 	bpfl_clear_udp_allow(d->bpfl, si->cgroup_id);
 	{

@@ -60,6 +60,17 @@ struct {
 	__type(value, struct sluice_deny_val);
 } sluice_deny6 SEC(".maps");
 
+/*
+ * The attached sandbox cgroups (id -> reserved 0): a socket in a
+ * descendant cgroup belongs to the innermost of them above it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SLUICE_SANDBOX_MAP_MAX);
+	__type(key, __u64);
+	__type(value, __u32);
+} sluice_sandboxes SEC(".maps");
+
 /* UDP destinations allowed per sandbox, same keys as the deny tries. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -30,31 +30,77 @@
 #define SLUICE_BPF_REDIRECT_H
 
 /*
+ * The sandbox a socket belongs to: the innermost cgroup registered in
+ * sluice_sandboxes among the socket's cgroup and its ancestors. A sandbox
+ * is its whole cgroup subtree: a container runtime, a pod or the workload
+ * itself may put processes in child cgroups, and the programs attached to
+ * the sandbox cgroup run for those too. The id found keys the deny and
+ * allow tries and is what sluiced sees in the original-destination record.
+ * Deeper than SL_CG_DEPTH_MAX below the root, or registered nowhere (a
+ * race with detach): the socket's own cgroup, which sluiced knows nothing
+ * of, so its connections are closed (fail closed).
+ *
  * The socket's cgroup (fixed at socket(), what the programs were attached
  * for) rather than the caller's: an fd handed to a process in another cgroup
  * (SCM_RIGHTS, pidfd_getfd) keeps its sandbox. bpf_sk_cgroup_id() is not
  * offered to cgroup/connect* programs, so the cgroup is read through BTF
  * (bpf_skc_to_tcp_sock() gives a BTF pointer; the loads are fault-safe).
- * sock_cgroup_data.cgroup exists since 5.15; older layouts, or a kernel whose
- * verifier refuses the BTF walk here (the loader then reloads with
- * sl_cgroup_from_sk = false, and the verifier drops the dead branch), fall
- * back to the current task's cgroup, which is the same in every other case.
- * UDP sockets have no bpf_skc_to_*() cast on every family, so they use the
- * task's cgroup too; for them the id only selects the deny set (DNS goes to
- * the DNS listener and everything else is refused whatever the sandbox).
+ * sock_cgroup_data.cgroup exists since 5.15 and cgroup.ancestors[] since
+ * 6.2; older layouts, or a kernel whose verifier refuses the BTF walk here
+ * (the loader then reloads with sl_cgroup_from_sk = false, and the verifier
+ * drops the dead branch), fall back to the current task's cgroup and its
+ * ancestors, which are the same in every other case. UDP sockets have no
+ * bpf_skc_to_*() cast on every family, so they use the task's too.
  */
 const volatile bool sl_cgroup_from_sk = true;
+
+#define SL_CG_DEPTH_MAX 16
+
+static __always_inline bool sl_is_sandbox(__u64 id)
+{
+	return id && bpf_map_lookup_elem(&sluice_sandboxes, &id);
+}
+
+static __always_inline __u64 sl_task_sandbox_id(void)
+{
+	/* level i > the task's level gives 0; from the innermost down */
+#pragma unroll
+	for (int i = SL_CG_DEPTH_MAX - 1; i >= 0; i--) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(i);
+
+		if (sl_is_sandbox(id))
+			return id;
+	}
+	return bpf_get_current_cgroup_id();
+}
 
 static __always_inline __u64 sl_sock_cgroup_id(struct bpf_sock_addr *ctx)
 {
 	struct tcp_sock *tp;
+	struct cgroup *cg;
+	int level;
 
-	if (!sl_cgroup_from_sk || !bpf_core_field_exists(struct sock_cgroup_data, cgroup))
-		return bpf_get_current_cgroup_id();
+	if (!sl_cgroup_from_sk || !bpf_core_field_exists(struct sock_cgroup_data, cgroup) ||
+	    !bpf_core_field_exists(struct cgroup, ancestors))
+		return sl_task_sandbox_id();
 	tp = bpf_skc_to_tcp_sock(ctx->sk);
 	if (!tp)
-		return bpf_get_current_cgroup_id();
-	return tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup->kn->id;
+		return sl_task_sandbox_id();
+	cg = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup;
+	level = cg->level;
+#pragma unroll
+	for (int i = SL_CG_DEPTH_MAX - 1; i >= 0; i--) {
+		struct cgroup *a;
+		__u64 id;
+
+		if (i > level)
+			continue;
+		a = cg->ancestors[i];
+		id = a ? a->kn->id : 0;
+		if (sl_is_sandbox(id))
+			return id;
+	}
+	return cg->kn->id;
 }
 
 enum {

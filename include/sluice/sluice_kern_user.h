@@ -110,6 +110,9 @@ struct sluice_deny_val {
 
 #define SLUICE_DENY_MAP_MAX 65536
 
+/* Attached sandbox cgroup ids (key __u64 cgroup id, value __u32 0). */
+#define SLUICE_SANDBOX_MAP_MAX 4096
+
 /*
  * UDP destinations a sandbox's policy allows (network.udp): two more LPM
  * tries with the deny tries' keys, one entry per distinct CIDR. An entry's
