@@ -1911,3 +1911,53 @@ Test(bpf_loader, udp_allowed_without_relay_refused)
 	job_run(&j, T.cg, udp_fn, &u);
 	cr_assert_eq(j.res.v[0], EACCES, "connect: %s", strerror(j.res.v[0]));
 }
+
+/* -- sandbox = cgroup subtree -- */
+
+static uint64_t orig_cgroup_of_connect(const char *cg, const char *ip)
+{
+	struct sluice_orig o;
+	struct client c;
+	int fd, r;
+
+	client_run(&c, cg, SOCK_STREAM, ip, 443);
+	cr_assert_eq(c.res.err, 0, "connect %s from %s: %s", ip, cg, strerror(c.res.err));
+	fd = accept_one(strchr(ip, ':') ? T.lfd6 : T.lfd4);
+	r = bpfl_conn_take(T.b, fd, &o);
+	cr_assert_eq(r, 0, "conn_take: %s", strerror(-r));
+	close(fd);
+	client_end(&c);
+	return o.cgroup_id;
+}
+
+/*
+ * A registered sandbox cgroup owns its descendants: a socket in a child
+ * cgroup is recorded with the innermost registered ancestor's id, and that
+ * sandbox's deny set applies to it. Unregistered: the socket's own cgroup,
+ * as before (sluiced then closes such connections).
+ */
+Test(bpf_loader, registered_sandbox_owns_descendants)
+{
+	static const char *const deny[] = { "198.18.0.77/32" };
+	uint64_t outer = bpfl_cgroup_id(T.cg), inner;
+
+	NEED_ROOT();
+	cr_assert_eq(mkdir(T.cg_inner, 0755), 0);
+	inner = bpfl_cgroup_id(T.cg_inner);
+	cr_assert_eq(orig_cgroup_of_connect(T.cg_inner, "198.18.0.9"), inner, "unregistered");
+	cr_assert_eq(bpfl_sandbox_register(T.b, outer, true), 0);
+	cr_assert_eq(orig_cgroup_of_connect(T.cg_inner, "198.18.0.9"), outer, "child of outer");
+	cr_assert_eq(orig_cgroup_of_connect(T.cg_inner, "2001:db8::1"), outer, "child, IPv6");
+	cr_assert_eq(orig_cgroup_of_connect(T.cg, "198.18.0.9"), outer, "outer itself");
+	set_deny(T.cg, deny, 1);
+	expect_connect_err(T.cg_inner, SOCK_STREAM, "198.18.0.77", 443, EACCES);
+	/* the innermost registered cgroup wins: inner has no deny entries */
+	cr_assert_eq(bpfl_sandbox_register(T.b, inner, true), 0);
+	cr_assert_eq(orig_cgroup_of_connect(T.cg_inner, "198.18.0.77"), inner, "inner registered");
+	cr_assert_eq(bpfl_sandbox_register(T.b, inner, false), 0);
+	cr_assert_eq(bpfl_sandbox_register(T.b, inner, false), 0, "forgetting twice is fine");
+	cr_assert_eq(bpfl_sandbox_register(T.b, 0, true), -EINVAL);
+	cr_assert_eq(bpfl_sandbox_register(T.b, outer, false), 0);
+	cr_assert_eq(orig_cgroup_of_connect(T.cg_inner, "198.18.0.9"), inner, "outer forgotten");
+	cr_assert_eq(bpfl_clear_deny(T.b, outer), 0);
+}
