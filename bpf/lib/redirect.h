@@ -95,8 +95,11 @@ static __always_inline __u64 sl_sock_cgroup_id(struct bpf_sock_addr *ctx)
 
 		if (i > level)
 			continue;
-		a = cg->ancestors[i];
-		id = a ? a->kn->id : 0;
+		/* ancestors[] is a flexible array the verifier will not index
+		 * through a BTF pointer: read it (and the chain) with probe reads */
+		a = NULL;
+		bpf_core_read(&a, sizeof(a), &cg->ancestors[i]);
+		id = a ? BPF_CORE_READ(a, kn, id) : 0;
 		if (sl_is_sandbox(id))
 			return id;
 	}
