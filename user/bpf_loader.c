@@ -52,6 +52,7 @@ struct bpfl {
 	int deny4_fd, deny6_fd;
 	int uallow4_fd, uallow6_fd, udp_flows_fd;
 	int sandboxes_fd;
+	bool sk_cgroup, set_retval;     /* what the loaded programs could keep */
 };
 
 /*
@@ -309,11 +310,16 @@ int bpfl_open(const struct bpfl_opts *opts, struct bpfl **ret_bpfl)
 	 * that also refuses bpf_set_retval (refusals become plain EPERM). The
 	 * CO-RE guard in bpf/lib/common.h normally makes the last one unneeded.
 	 */
+	b->sk_cgroup = b->set_retval = true;
 	r = bpfl_load(b, true, true);
-	if (r == -EACCES || r == -EINVAL)
+	if (r == -EACCES || r == -EINVAL) {
+		b->sk_cgroup = false;
 		r = bpfl_load(b, false, true);
-	if (r == -EACCES || r == -EINVAL)
+	}
+	if (r == -EACCES || r == -EINVAL) {
+		b->set_retval = false;
 		r = bpfl_load(b, false, false);
+	}
 	if (r < 0)
 		goto out_free;
 
@@ -895,4 +901,14 @@ int bpfl_sandbox_register(struct bpfl *b, uint64_t cgroup_id, bool on)
 	if (bpf_map_delete_elem(b->sandboxes_fd, &cgroup_id) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+bool bpfl_uses_socket_cgroup(const struct bpfl *b)
+{
+	return b && b->sk_cgroup;
+}
+
+bool bpfl_uses_set_retval(const struct bpfl *b)
+{
+	return b && b->set_retval;
 }

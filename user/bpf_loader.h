@@ -150,6 +150,16 @@ int bpfl_udp_flow_forget(struct bpfl *b, uint64_t netns_cookie, const struct soc
  */
 int bpfl_sandbox_register(struct bpfl *b, uint64_t cgroup_id, bool on);
 
+/*
+ * What the loaded programs could keep on this kernel. socket cgroup: false
+ * when the verifier refused the BTF walk to the socket's cgroup, so the
+ * programs use the calling task's cgroup (a socket handed to a process in
+ * another cgroup then counts as that cgroup's). set_retval: false when
+ * refusals can only be EPERM (kernels before 5.18).
+ */
+bool bpfl_uses_socket_cgroup(const struct bpfl *b);
+bool bpfl_uses_set_retval(const struct bpfl *b);
+
 /* Cgroup id (inode number of the cgroup2 directory) of path; 0 on error. */
 uint64_t bpfl_cgroup_id(const char *cgroup_path);
 

@@ -1592,6 +1592,12 @@ int main(int argc, char **argv)
 			strerror(-r));
 		return 1;
 	}
+	if (!bpfl_uses_socket_cgroup(d->bpfl))
+		log_warn("BPF: this kernel's verifier refused the walk to a socket's cgroup; the "
+			 "programs use the calling task's cgroup instead (a socket passed to a "
+			 "process in another cgroup counts as that cgroup's)");
+	if (!bpfl_uses_set_retval(d->bpfl))
+		log_warn("BPF: no bpf_set_retval on this kernel: refusals are EPERM, not EACCES");
 	r = proxy_new(&d->pcfg, d->tls, d->bpfl, &d->proxy);
 	if (r == 0) {
 		proxy_set_audit(d->proxy, d->audit);

@@ -708,6 +708,10 @@ Test(bpf_loader, fastopen_redirect)
 Test(bpf_loader, socket_cgroup_not_task_cgroup)
 {
 	NEED_ROOT();
+	/* this kernel (6.x with BTF) must take the socket-cgroup programs: a
+	 * verifier refusal would fall back silently */
+	cr_assert(bpfl_uses_socket_cgroup(T.b), "the loader fell back to the task's cgroup");
+	cr_assert(bpfl_uses_set_retval(T.b));
 	cr_assert_eq(mkdir(T.cg2, 0755), 0);
 	T.move_to = T.cg2; /* not attached */
 	check_redirect(T.cg, "198.18.0.9", "198.18.0.9", T.lfd4, 0, "198.18.0.9");
