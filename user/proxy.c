@@ -2577,10 +2577,10 @@ static void udp_forget_hook(void *opaque, uint64_t netns_cookie, const struct so
  * active principal, the deny set (the same check as an upstream dial) and a
  * network.udp rule for the address and port.
  */
-static int udp_check_hook(void *opaque, const struct sluice_orig *o, struct udprelay_verdict *v)
+static int udp_check_hook(void *opaque, const struct sluice_orig *o,
+			  const struct sockaddr_storage *dsa, struct udprelay_verdict *v)
 {
 	struct worker *w = opaque;
-	struct sockaddr_storage ss = { 0 };
 	const struct pol_udp_rule *rule;
 	struct rw_gen *gen = NULL;
 	struct sbx *x;
@@ -2592,23 +2592,12 @@ static int udp_check_hook(void *opaque, const struct sluice_orig *o, struct udpr
 		return -EACCES;
 	}
 	snprintf(v->sandbox, sizeof(v->sandbox), "%s", x->id);
-	if (o->family == SLUICE_AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, o->addr, 4);
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, o->addr, 16);
-	}
 	rule = pol_udp_match(rw_gen_pol(gen),
 			     o->family == SLUICE_AF_INET ? AF_INET : AF_INET6, o->addr,
 			     ntohs(o->port));
 	if (rw_gen_state(gen) != RW_ACTIVE)
 		v->reason = rw_gen_state(gen) == RW_PENDING ? "not_synced" : "principal_not_active";
-	else if (!up_dial_allowed(&ss, rw_gen_deny(gen)))
+	else if (!up_dial_allowed(dsa, rw_gen_deny(gen)))
 		v->reason = "udp_address_denied";
 	else if (!rule)
 		v->reason = "udp_not_allowed";

@@ -257,7 +257,8 @@ static void ur_refuse(struct udprelay *r, struct ur_flow *f, const char *reason)
 /* A new flow for src going to dst (NULL: unknown), as the check named it. */
 static struct ur_flow *ur_flow_start(struct udprelay *r, struct ur_listener *l,
 				     const struct sockaddr_storage *src, socklen_t srclen,
-				     const struct sluice_orig *dst, const struct udprelay_verdict *v)
+				     const struct sluice_orig *dst, const struct sockaddr_storage *dsa,
+				     socklen_t dlen, const struct udprelay_verdict *v)
 {
 	struct ur_flow *f = ur_flow_new(r, l, src, srclen);
 
@@ -265,7 +266,8 @@ static struct ur_flow *ur_flow_start(struct udprelay *r, struct ur_listener *l,
 		return f;
 	f->dst = *dst;
 	f->has_dst = true;
-	ur_orig_sockaddr(&f->dst, &f->dsa, &f->dlen);
+	f->dsa = *dsa;
+	f->dlen = dlen;
 	snprintf(f->sandbox, sizeof(f->sandbox), "%s", v->sandbox);
 	snprintf(f->rule, sizeof(f->rule), "%s", v->rule);
 	return f;
@@ -308,7 +310,6 @@ static int ur_flow_open(struct udprelay *r, struct ur_flow *f)
 {
 	int fd;
 
-	ur_orig_sockaddr(&f->dst, &f->dsa, &f->dlen);
 	fd = socket(f->dsa.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -334,8 +335,10 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 				   const struct sockaddr_storage *src, socklen_t srclen)
 {
 	struct udprelay_verdict v;
+	struct sockaddr_storage dsa;
 	struct sluice_orig o;
 	struct ur_flow *f = ur_find(r, l, src);
+	socklen_t dlen;
 	int rc;
 
 	rc = r->hooks.lookup(r->hooks.opaque, l->netns_cookie, (const struct sockaddr *)src, &o);
@@ -347,7 +350,7 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 		f = NULL;
 	}
 	if (rc < 0) {
-		f = ur_flow_start(r, l, src, srclen, NULL, NULL);
+		f = ur_flow_start(r, l, src, srclen, NULL, NULL, 0, NULL);
 		if (f) {
 			/* A netns listener belongs to one sandbox: name it in the line. */
 			if (l->owner[0] != '@')
@@ -357,7 +360,8 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 		return NULL;
 	}
 	memset(&v, 0, sizeof(v));
-	rc = r->hooks.check(r->hooks.opaque, &o, &v);
+	ur_orig_sockaddr(&o, &dsa, &dlen);
+	rc = r->hooks.check(r->hooks.opaque, &o, &dsa, &v);
 	if (f && f->ufd >= 0 && rc == 0)
 		return f; /* the common case: an open flow, still allowed */
 	if (f && f->ufd < 0 && (rc < 0 || f->sticky || ur_at_limit(r, v.sandbox)))
@@ -366,7 +370,7 @@ static struct ur_flow *ur_flow_for(struct udprelay *r, struct ur_listener *l,
 		ur_flow_free(r, f, true); /* allowed now, or not any more */
 	if (r->nflows >= 2 * r->cfg.max_flows)
 		return NULL; /* the table is full of refused flows: drop, unrecorded */
-	f = ur_flow_start(r, l, src, srclen, &o, &v);
+	f = ur_flow_start(r, l, src, srclen, &o, &dsa, dlen, &v);
 	if (!f)
 		return NULL;
 	if (rc < 0) {
@@ -543,17 +547,17 @@ void udprelay_tick(struct udprelay *r)
 		if (f->ufd < 0)
 			continue;
 		memset(&v, 0, sizeof(v));
-		if (r->hooks.check(r->hooks.opaque, &f->dst, &v) < 0) {
+		if (r->hooks.check(r->hooks.opaque, &f->dst, &f->dsa, &v) < 0) {
 			/* Policy changed under an open flow: close it, remember the refusal. */
-			struct sockaddr_storage src = f->src;
-			socklen_t srclen = f->srclen;
+			struct sockaddr_storage src = f->src, dsa = f->dsa;
+			socklen_t srclen = f->srclen, dlen = f->dlen;
 			struct ur_listener *l = f->l;
 			struct sluice_orig dst = f->dst;
 			struct ur_flow *g;
 
 			ur_flow_free(r, f, true);
 			/* g goes to the list head, before next: this walk does not see it. */
-			g = ur_flow_start(r, l, &src, srclen, &dst, &v);
+			g = ur_flow_start(r, l, &src, srclen, &dst, &dsa, dlen, &v);
 			if (g)
 				ur_refuse(r, g, v.reason ? v.reason : "udp_not_allowed");
 		}

@@ -74,9 +74,11 @@ struct udprelay_hooks {
 	int (*lookup)(void *opaque, uint64_t netns_cookie, const struct sockaddr *src,
 		      struct sluice_orig *ret);
 	/* 0: relay it (v->sandbox, v->rule filled); -EACCES: refuse (v->reason,
-	 * v->sandbox if known). Called for every datagram from a sandbox and
-	 * every second for each open flow. */
-	int (*check)(void *opaque, const struct sluice_orig *dst, struct udprelay_verdict *v);
+	 * v->sandbox if known). dst is the record, dsa the same destination as
+	 * a socket address (port included). Called for every datagram from a
+	 * sandbox and every second for each open flow. */
+	int (*check)(void *opaque, const struct sluice_orig *dst,
+		     const struct sockaddr_storage *dsa, struct udprelay_verdict *v);
 	/* Flow expired: the kernel record may go (the next datagram re-adds it). */
 	void (*forget)(void *opaque, uint64_t netns_cookie, const struct sockaddr *src);
 	void (*audit)(void *opaque, const struct udprelay_event *e);

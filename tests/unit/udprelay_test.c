@@ -208,6 +208,7 @@ static struct {
 		struct sluice_orig dst;
 	} rec[NREC];
 	int lookups, checks;
+	int dsa_wrong;          /* checks whose socket address was not the record's */
 	uint64_t last_cookie;
 	struct sockaddr_storage last_src;
 	/* the policy: NULL allows, else the refusal reason ("": none given) */
@@ -255,7 +256,23 @@ static int lookup_hook(void *opaque, uint64_t cookie, const struct sockaddr *src
 	return r;
 }
 
-static int check_hook(void *opaque, const struct sluice_orig *dst, struct udprelay_verdict *v)
+/* The socket address handed with the record names the same destination. */
+static bool dsa_matches(const struct sluice_orig *o, const struct sockaddr_storage *ss)
+{
+	if (o->family == SLUICE_AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		return ss->ss_family == AF_INET && s4->sin_port == o->port &&
+		       !memcmp(&s4->sin_addr, o->addr, 4);
+	}
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+	return ss->ss_family == AF_INET6 && s6->sin6_port == o->port &&
+	       !memcmp(&s6->sin6_addr, o->addr, 16);
+}
+
+static int check_hook(void *opaque, const struct sluice_orig *dst,
+		      const struct sockaddr_storage *dsa, struct udprelay_verdict *v)
 {
 	int r = 0;
 
@@ -263,6 +280,7 @@ static int check_hook(void *opaque, const struct sluice_orig *dst, struct udprel
 	snprintf(v->sandbox, sizeof(v->sandbox), "sb%llu", (unsigned long long)dst->cgroup_id);
 	pthread_mutex_lock(&H.lock);
 	H.checks++;
+	H.dsa_wrong += !dsa_matches(dst, dsa);
 	if (H.refuse) {
 		v->reason = *H.refuse ? H.refuse : NULL; /* "": refuse without a reason */
 		r = -EACCES;
@@ -601,6 +619,7 @@ Test(udprelay, relays_both_ways_one_open_event)
 	ASSERT_ADDR(&H.last_src, &sb.addr, "lookup src");
 	cr_assert_eq(H.lookups, 2);
 	cr_assert_eq(H.checks, 2, "check runs for every datagram");
+	cr_assert_eq(H.dsa_wrong, 0, "the check got the record's destination as an address");
 	pthread_mutex_unlock(&H.lock);
 
 	cr_assert_eq(nevents(NULL), 1);
@@ -1116,6 +1135,9 @@ Test(udprelay, ipv6_listener_v4_destination)
 	record(&sb, &up, 1);
 	exchange(&sb, &lst, &up, "x6", "y4", NULL);
 	cr_assert_eq(nevents("udp_flow_open"), 1);
+	pthread_mutex_lock(&H.lock);
+	cr_assert_eq(H.dsa_wrong, 0, "the check got the record's destination as an address");
+	pthread_mutex_unlock(&H.lock);
 	close(lst.fd);
 	close(sb.fd);
 	close(up.fd);
