@@ -549,28 +549,23 @@ bool bpfl_is_attached(struct bpfl *b, const char *sandbox_id)
 	return true;
 }
 
-/* The key exactly as sockops built it: see bpf/lib/conn.h. */
-static int bpfl_conn_key(int fd, struct sluice_conn_key *key)
+/*
+ * A conn-map or UDP-flow key: netns cookie plus the sandbox socket's
+ * address as the daemon sees it, v4-mapped folded to AF_INET the way
+ * bpf/lib/conn.h (sockops) and bpf/lib/udp.h (an IPv4 datagram) key it.
+ */
+static int bpfl_key(uint64_t netns_cookie, const struct sockaddr *sa, struct sluice_conn_key *key)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(__u64);
-	__u64 cookie;
-
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
-		return -errno;
-	len = sizeof(ss);
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-		return -errno;
 	memset(key, 0, sizeof(*key));
-	key->netns_cookie = cookie;
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+	key->netns_cookie = netns_cookie;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 
 		memcpy(key->addr, &sin->sin_addr, 4);
 		key->port = sin->sin_port;
 		key->family = SLUICE_AF_INET;
-	} else if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
 
 		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
 			memcpy(key->addr, &sin6->sin6_addr.s6_addr[12], 4);
@@ -584,6 +579,21 @@ static int bpfl_conn_key(int fd, struct sluice_conn_key *key)
 		return -EAFNOSUPPORT;
 	}
 	return 0;
+}
+
+/* The key of an accepted connection: its netns cookie and peer address. */
+static int bpfl_conn_key(int fd, struct sluice_conn_key *key)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(__u64);
+	__u64 cookie;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0)
+		return -errno;
+	len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	return bpfl_key(cookie, (struct sockaddr *)&ss, key);
 }
 
 int bpfl_conn_take(struct bpfl *b, int accepted_fd, struct sluice_orig *ret_orig)
@@ -832,30 +842,6 @@ int bpfl_clear_udp_allow(struct bpfl *b, uint64_t cgroup_id)
 	return bpfl_set_udp_allow(b, cgroup_id, NULL, 0);
 }
 
-/* The flow key exactly as bpf/lib/udp.h builds it from the datagram. */
-static int bpfl_udp_key(uint64_t netns_cookie, const struct sockaddr *src,
-			struct sluice_conn_key *key)
-{
-	memset(key, 0, sizeof(*key));
-	key->netns_cookie = netns_cookie;
-	if (src->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)src;
-
-		memcpy(key->addr, &sin->sin_addr, 4);
-		key->port = sin->sin_port;
-		key->family = SLUICE_AF_INET;
-	} else if (src->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)src;
-
-		memcpy(key->addr, &sin6->sin6_addr, 16);
-		key->port = sin6->sin6_port;
-		key->family = SLUICE_AF_INET6;
-	} else {
-		return -EAFNOSUPPORT;
-	}
-	return 0;
-}
-
 int bpfl_udp_flow_lookup(struct bpfl *b, uint64_t netns_cookie, const struct sockaddr *src,
 			 struct sluice_orig *ret_orig)
 {
@@ -865,7 +851,7 @@ int bpfl_udp_flow_lookup(struct bpfl *b, uint64_t netns_cookie, const struct soc
 
 	if (!b || !src || !ret_orig)
 		return -EINVAL;
-	r = bpfl_udp_key(netns_cookie, src, &key);
+	r = bpfl_key(netns_cookie, src, &key);
 	if (r < 0)
 		return r;
 	if (bpf_map_lookup_elem(b->udp_flows_fd, &key, &val) < 0)
@@ -881,7 +867,7 @@ int bpfl_udp_flow_forget(struct bpfl *b, uint64_t netns_cookie, const struct soc
 
 	if (!b || !src)
 		return -EINVAL;
-	r = bpfl_udp_key(netns_cookie, src, &key);
+	r = bpfl_key(netns_cookie, src, &key);
 	if (r < 0)
 		return r;
 	if (bpf_map_delete_elem(b->udp_flows_fd, &key) < 0 && errno != ENOENT)
