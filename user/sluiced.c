@@ -298,6 +298,15 @@ out:
 	return r;
 }
 
+/* A deny set entry without its reason. */
+static struct cidr cidr_of_ds(const struct ds_cidr *e)
+{
+	struct cidr c = { .family = e->family, .prefix = e->prefix };
+
+	memcpy(c.addr, e->addr, sizeof(c.addr));
+	return c;
+}
+
 /* The deny set as BPF LPM entries for bpfl_set_deny (caller frees). */
 static struct cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
 {
@@ -309,14 +318,8 @@ static struct cidr *deny_entries(const struct denyset *ds, unsigned *ret_n)
 	for (int f = 0; f < 2; f++) {
 		int fam = f ? AF_INET6 : AF_INET;
 
-		for (unsigned i = 0; i < ds_count(ds, fam); i++) {
-			const struct ds_cidr *c = ds_at(ds, fam, i);
-
-			v[k].family = c->family;
-			memcpy(v[k].addr, c->addr, 16);
-			v[k].prefix = c->prefix;
-			k++;
-		}
+		for (unsigned i = 0; i < ds_count(ds, fam); i++)
+			v[k++] = cidr_of_ds(ds_at(ds, fam, i));
 	}
 	*ret_n = k;
 	return v;
@@ -413,10 +416,9 @@ static int udp_rules_reachable(const struct pol *pol, const struct denyset *ds, 
 
 		for (unsigned k = 0; k < ds_count(ds, c.family); k++) {
 			const struct ds_cidr *e = ds_at(ds, c.family, k);
-			struct cidr ec = { .family = e->family, .prefix = e->prefix };
+			struct cidr ec = cidr_of_ds(e);
 			char a[INET6_ADDRSTRLEN], b[64];
 
-			memcpy(ec.addr, e->addr, sizeof(ec.addr));
 			if (!cidr_covers(&ec, &c))
 				continue;
 			inet_ntop(c.family, c.addr, a, sizeof(a));
