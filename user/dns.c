@@ -6,7 +6,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -130,64 +129,6 @@ static uint64_t mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *ret_len)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	struct sockaddr_storage ss;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-	const char *port_s = NULL, *colon, *end;
-	unsigned long port = 53;
-	bool bracket = spec && spec[0] == '[';
-	socklen_t len;
-	size_t hlen;
-
-	if (!spec || !ret || !ret_len)
-		return -EINVAL;
-	if (spec[0] == '[') {
-		end = strchr(spec, ']');
-		if (!end || (end[1] && end[1] != ':'))
-			return -EINVAL;
-		hlen = (size_t)(end - spec - 1);
-		spec++;
-		if (end[1] == ':')
-			port_s = end + 2;
-	} else if ((colon = strchr(spec, ':')) && colon == strrchr(spec, ':')) {
-		hlen = (size_t)(colon - spec);
-		port_s = colon + 1;
-	} else {
-		hlen = strlen(spec);
-	}
-	if (!hlen || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, spec, hlen);
-	host[hlen] = '\0';
-	if (port_s) {
-		char *e;
-
-		if (*port_s < '0' || *port_s > '9')
-			return -EINVAL;
-		port = strtoul(port_s, &e, 10);
-		if (*e || port == 0 || port > 65535)
-			return -EINVAL;
-	}
-	memset(&ss, 0, sizeof(ss));
-	if (!bracket && inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)port);
-		len = sizeof(*s4);
-	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons((uint16_t)port);
-		len = sizeof(*s6);
-	} else {
-		return -EINVAL;
-	}
-	*ret = ss;
-	*ret_len = len;
-	return 0;
 }
 
 void dns_cfg_defaults(struct dns_cfg *cfg)

@@ -108,14 +108,6 @@ struct dns_stats {
 
 struct dns;
 
-/*
- * Parse a resolver address: "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT"
- * (also a bare IPv6 address; brackets hold IPv6 only); port 53 when none is
- * given. 0 with *ret (unused bytes zero) and *ret_len, or -EINVAL with
- * neither touched.
- */
-int dns_parse_addr(const char *spec, struct sockaddr_storage *ret, socklen_t *ret_len);
-
 /* Fill cfg's limits with the defaults (resolver left alone). */
 void dns_cfg_defaults(struct dns_cfg *cfg);
 

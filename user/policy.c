@@ -36,6 +36,7 @@
 #include <openssl/evp.h>
 
 #include "policy.h"
+#include "netaddr.h"
 #include "policy_internal.h"
 
 /* Per-item limits (docs/policy.md). */
@@ -1792,51 +1793,17 @@ static int compile_dns(struct cc *c, const struct ynode *n)
 				   q(v[0]->s, v[0]->len, b, sizeof(b)));
 	}
 	if (!rc && v[1]) {
-		char host[64], out[80];
-		unsigned char a[16];
-		unsigned long port = 53;
-		const char *s, *colon, *pstart = NULL;
-		size_t hl;
-		bool v6;
+		struct sockaddr_storage ss;
+		char out[NETADDR_STR_MAX];
+		socklen_t sl;
 
 		rc = want(c, v[1], Y_SCALAR, "'resolver'");
 		if (rc)
 			return rc;
-		s = v[1]->s;
-		q(s, v[1]->len, b, sizeof(b));
-		if (s[0] == '[') {
-			const char *close = strchr(s, ']');
-
-			if (!close || (close[1] && close[1] != ':'))
-				goto out_bad_resolver;
-			hl = (size_t)(close - s - 1);
-			s++;
-			pstart = close[1] ? close + 2 : NULL;
-		} else if ((colon = strchr(s, ':')) && !strchr(colon + 1, ':')) {
-			hl = (size_t)(colon - s);
-			pstart = colon + 1;
-		} else {
-			hl = strlen(s);
-		}
-		if (hl >= sizeof(host))
+		q(v[1]->s, v[1]->len, b, sizeof(b));
+		if (strlen(v[1]->s) != v[1]->len || netaddr_parse(v[1]->s, 53, &ss, &sl) < 0)
 			goto out_bad_resolver;
-		memcpy(host, s, hl);
-		host[hl] = '\0';
-		v6 = inet_pton(AF_INET6, host, a) == 1;
-		if (!v6 && inet_pton(AF_INET, host, a) != 1)
-			goto out_bad_resolver;
-		if (pstart) {
-			port = 0;
-			for (const char *p = pstart; *p; p++) {
-				if (*p < '0' || *p > '9' || port > 65535)
-					goto out_bad_resolver;
-				port = port * 10 + (unsigned long)(*p - '0');
-			}
-			if (!*pstart || !port || port > 65535)
-				goto out_bad_resolver;
-		}
-		inet_ntop(v6 ? AF_INET6 : AF_INET, a, host, sizeof(host));
-		snprintf(out, sizeof(out), v6 ? "[%s]:%lu" : "%s:%lu", host, port);
+		netaddr_str(&ss, out, sizeof(out)); /* one spelling: "ip:port", "[v6]:port" */
 		c->p->dns_resolver = astr(c, out, strlen(out));
 		if (!c->p->dns_resolver)
 			return OOM(c);

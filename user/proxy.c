@@ -24,6 +24,7 @@
 #include "loop.h"
 #include "policy.h"
 #include "proxy.h"
+#include "netaddr.h"
 #include "resolve.h"
 #include "rewrite.h"
 #include "swap.h"
@@ -2470,7 +2471,7 @@ static bool dns_resolver_hook(void *opaque, const char *sandbox, struct sockaddr
 		snprintf(spec, sizeof(spec), "%s", pol_dns_resolver(rw_gen_pol(x->gen)));
 	pthread_rwlock_unlock(&p->sb_lock);
 	/* the policy compiler checked the address: a parse failure cannot happen */
-	return spec[0] && dns_parse_addr(spec, ret, ret_len) == 0;
+	return spec[0] && netaddr_parse(spec, 53, ret, ret_len) == 0;
 }
 
 /*
@@ -2614,7 +2615,7 @@ static void udp_audit_hook(void *opaque, const struct udprelay_event *e)
 {
 	struct worker *w = opaque;
 	struct audit_rec r = { 0 };
-	char cg[512] = "", host[INET6_ADDRSTRLEN] = "", up[INET6_ADDRSTRLEN + 8] = "";
+	char cg[512] = "", host[INET6_ADDRSTRLEN] = "", up[NETADDR_STR_MAX] = "";
 	uint16_t port = 0;
 	struct sbx *x;
 
@@ -2632,14 +2633,14 @@ static void udp_audit_hook(void *opaque, const struct udprelay_event *e)
 
 		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
 		port = ntohs(s4->sin_port);
-		snprintf(up, sizeof(up), "%s:%u", host, port);
 	} else if (e->dst) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)e->dst;
 
 		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
 		port = ntohs(s6->sin6_port);
-		snprintf(up, sizeof(up), "[%s]:%u", host, port);
 	}
+	if (e->dst)
+		netaddr_str((const struct sockaddr_storage *)e->dst, up, sizeof(up));
 	r.kind = "udp";
 	r.time = e->start;
 	r.sandbox = e->sandbox;

@@ -26,6 +26,7 @@
 #include "bpf_loader.h"
 #include "cpsync.h"
 #include "mgmt.h"
+#include "netaddr.h"
 #include "denyset.h"
 #include "nft.h"
 #include "log.h"
@@ -1273,7 +1274,7 @@ static int dns_resolver_cfg(const char *spec, struct dns_cfg *c, char *err, size
 			return -ENOENT;
 		}
 	}
-	if (dns_parse_addr(buf, &c->resolver, &c->resolver_len) < 0) {
+	if (netaddr_parse(buf, 53, &c->resolver, &c->resolver_len) < 0) {
 		snprintf(err, errlen, "bad resolver address '%s' (want IP[:PORT] or [IPv6]:PORT)",
 			 buf);
 		return -EINVAL;

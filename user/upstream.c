@@ -13,6 +13,7 @@
 #include "denyset.h"
 #include "tls.h"
 #include "upstream.h"
+#include "netaddr.h"
 
 static atomic_ulong stat_dials, stat_reuses;
 
@@ -199,19 +200,6 @@ static void io_cb(struct loop_io *io, uint32_t events)
 	u->notify(u->owner);
 }
 
-static void addr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (ss->ss_family == AF_INET) {
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, sizeof(ip));
-		snprintf(buf, len, "%s:%u", ip, ntohs(((const struct sockaddr_in *)ss)->sin_port));
-	} else {
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, ip, sizeof(ip));
-		snprintf(buf, len, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
-	}
-}
-
 /* Try addresses from u->ai on; ends in UP_CONNECTING or UP_FAILED. */
 static void start_connect(struct upconn *u)
 {
@@ -239,7 +227,7 @@ static void start_connect(struct upconn *u)
 			close(fd);
 			continue;
 		}
-		addr_text(ss, u->addr_text, sizeof(u->addr_text));
+		netaddr_str(ss, u->addr_text, sizeof(u->addr_text));
 		conn_init(&u->c, fd, NULL);
 		u->c.handshake_done = false;
 		if (loop_io_add(u->pool->loop, &u->io, fd, EPOLLOUT, io_cb) < 0) {

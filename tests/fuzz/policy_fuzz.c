@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// fuzz-sources: user/policy.c user/cidr.c
+// fuzz-sources: user/policy.c user/cidr.c user/netaddr.c
 // fuzz-libs: -lyaml -lidn2 -lcrypto
 /*
  * libFuzzer target for user/policy.c: pol_load_buffer() on arbitrary bytes
@@ -13,9 +13,10 @@
  * Secrets: sources are env:/file: of whatever the input says; the fuzzer's
  * environment has no SLUICE_* variables, so they compile as unavailable.
  *
- * Build (scripts/fuzz.sh adds user/policy.c and user/cidr.c; link with -lyaml -lidn2 -lcrypto):
+ * Build (scripts/fuzz.sh adds user/policy.c, user/cidr.c and user/netaddr.c;
+ * link with -lyaml -lidn2 -lcrypto):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Iinclude \
- *     tests/fuzz/policy_fuzz.c user/policy.c user/cidr.c -lyaml -lidn2 -lcrypto
+ *     tests/fuzz/policy_fuzz.c user/policy.c user/cidr.c user/netaddr.c -lyaml -lidn2 -lcrypto
  */
 #include <errno.h>
 #include <stdbool.h>
